@@ -1,0 +1,82 @@
+# Shoal. `make help` lists the targets; `make test` is what CI runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO      ?= go
+BIN     ?= bin
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo 0.0.0-dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BUILDINFO := github.com/shoal-hci/shoal/appliance/internal/buildinfo
+LDFLAGS := -s -w -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT)
+export CGO_ENABLED ?= 0
+
+# Every Debian package the project needs on a fresh bookworm machine.
+DEBS := \
+	ca-certificates git make \
+	qemu-system-x86 qemu-utils ovmf \
+	libnbd-bin nbd-client fio \
+	dnsmasq-base nftables iproute2 iputils-ping procps psmisc util-linux fuse3 \
+	debootstrap squashfs-tools systemd-boot-efi mtools dosfstools fdisk e2fsprogs
+
+# Race detector where affordable: on by default, RACE= to turn it off.
+RACE ?= -race
+# qa scenarios that `make test` runs (the fast ones); `make qa` runs all.
+QA_FAST ?= Fast
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/shoal and bin/shoal-qa
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal ./appliance/cmd/shoal
+	@if [ -d qa/cmd/shoal-qa ]; then $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal-qa ./qa/cmd/shoal-qa; fi
+
+.PHONY: deps
+deps: ## install every Debian package and Go module the project needs (idempotent)
+	@command -v $(GO) >/dev/null || { echo "make deps: Go 1.26 is required and is not on PATH (install it to /usr/local/go)"; exit 1; }
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing" $$missing; \
+		[ "$$(id -u)" = 0 ] || { echo "make deps: run as root to install Debian packages"; exit 1; }; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "make deps: all Debian packages present"; fi
+	$(GO) mod download
+
+.PHONY: lint
+lint: ## gofmt, go vet, staticcheck, go.mod tidy
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:" $$unformatted; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags qa ./qa/...
+	$(GO) tool staticcheck ./...
+	$(GO) mod tidy -diff
+
+.PHONY: test
+test: lint ## lint, go test (with -race), fast qa scenarios; what CI runs
+	$(GO) test $(RACE) -count=1 ./...
+	@if [ "$$(id -u)" = 0 ]; then \
+		$(GO) test -tags qa -count=1 -run '$(QA_FAST)' ./qa/...; \
+	else echo "make test: qa scenarios need root; skipped (run as root, as CI does)"; fi
+
+.PHONY: qa
+qa: ## every qa scenario (root)
+	$(GO) test -tags qa -count=1 -timeout 60m -v ./qa/...
+
+.PHONY: bench
+bench: ## benchmarks; each prints its figures next to its baseline
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+.PHONY: demo
+demo: build ## start a three-node cluster (process-level until the image lands); stop it with bin/shoal-qa down
+	$(BIN)/shoal-qa up -n 3 --shoal $(BIN)/shoal
+	$(BIN)/shoal-qa status
+
+.PHONY: image
+image: ## build the bootable appliance image (arrives with issue 8)
+	@echo "make image: the image builder (image-build/cmd/shoal-image) does not exist yet; see issue 8"; exit 1
+
+.PHONY: clean
+clean: ## remove build outputs
+	rm -rf $(BIN) out
