@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+)
+
+func TestParseSides(t *testing.T) {
+	tests := []struct {
+		args   []string
+		a, b   string
+		hasErr bool
+	}{
+		{[]string{"node1", "/", "node2,node3"}, "[node1]", "[node2 node3]", false},
+		{[]string{"node2,node1/node3"}, "[node1 node2]", "[node3]", false},
+		{[]string{"node1,", "/", ",node2"}, "[node1]", "[node2]", false},
+		{[]string{"node1", "node2"}, "", "", true},
+		{[]string{"/", "node2"}, "", "", true},
+		{nil, "", "", true},
+	}
+	for _, tt := range tests {
+		a, b, err := parseSides(tt.args)
+		if (err != nil) != tt.hasErr {
+			t.Errorf("parseSides(%q) error %v, want error %v", tt.args, err, tt.hasErr)
+			continue
+		}
+		if err == nil && (fmt.Sprint(a) != tt.a || fmt.Sprint(b) != tt.b) {
+			t.Errorf("parseSides(%q) = %v / %v, want %s / %s", tt.args, a, b, tt.a, tt.b)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+	}{
+		{"8G", 8 << 30}, {"512M", 512 << 20}, {"4096", 4096}, {"1T", 1 << 40}, {"64K", 64 << 10},
+		{"", 0}, {"G", 0}, {"-1G", 0}, {"1.5G", 0}, {"8g", 0},
+	}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if tt.want == 0 {
+			if err == nil {
+				t.Errorf("parseSize(%q) = %d, want an error", tt.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"bogus"}, {"kill"}, {"partition", "node1"}, {"up", "extra"}, {"exec", "node1"}, {"disk-fail", "node1"}} {
+		if code := run(args); code != 2 {
+			t.Errorf("shoal-qa %q exited %d, want 2 (usage)", args, code)
+		}
+	}
+}
