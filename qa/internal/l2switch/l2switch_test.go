@@ -1,0 +1,128 @@
+package l2switch
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// guest is one end a QEMU would hold: it binds the port's Peer path.
+type guest struct {
+	conn *net.UnixConn
+	sw   *net.UnixAddr
+	mac  []byte
+}
+
+func newGuest(t *testing.T, p *Port, mac byte) *guest {
+	t.Helper()
+	os.Remove(p.Peer)
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p.Peer, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &guest{conn: c, sw: &net.UnixAddr{Name: p.Local, Net: "unixgram"}, mac: []byte{2, 0, 0, 0, 0, mac}}
+}
+
+func (g *guest) send(t *testing.T, dst []byte, payload string) {
+	t.Helper()
+	f := append(append(append([]byte{}, dst...), g.mac...), 0x88, 0xb5)
+	f = append(f, payload...)
+	if _, err := g.conn.WriteToUnix(f, g.sw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recv returns the payload of the next frame, or "" after wait.
+func (g *guest) recv(wait time.Duration) string {
+	g.conn.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 2000)
+	n, _, err := g.conn.ReadFromUnix(buf)
+	if err != nil {
+		return ""
+	}
+	return string(buf[14:n])
+}
+
+var bcast = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+func TestSwitch(t *testing.T) {
+	dir, err := os.MkdirTemp("", "l2sw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sw := New(dir)
+	var ports []*Port
+	for _, n := range []string{"a", "b", "c"} {
+		p, err := sw.AddPort(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, p)
+	}
+	a, b, c := newGuest(t, ports[0], 1), newGuest(t, ports[1], 2), newGuest(t, ports[2], 3)
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); sw.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	const short, long = 200 * time.Millisecond, 2 * time.Second
+
+	// Broadcast floods; the reply is unicast to the learned port only.
+	a.send(t, bcast, "hello")
+	if got := b.recv(long); got != "hello" {
+		t.Fatalf("b got %q, want the broadcast", got)
+	}
+	if got := c.recv(long); got != "hello" {
+		t.Fatalf("c got %q, want the broadcast", got)
+	}
+	b.send(t, a.mac, "reply")
+	if got := a.recv(long); got != "reply" {
+		t.Fatalf("a got %q, want the reply", got)
+	}
+	if got := c.recv(short); got != "" {
+		t.Errorf("c got %q: a learned unicast leaked", got)
+	}
+
+	// A downed port neither sends nor receives.
+	ports[1].SetDown(true)
+	a.send(t, b.mac, "lost")
+	if got := b.recv(short); got != "" {
+		t.Errorf("downed b got %q", got)
+	}
+	ports[1].SetDown(false)
+
+	// Partitions: c alone in group 1 hears nothing from a.
+	ports[2].SetGroup(1)
+	a.send(t, bcast, "p")
+	if got := b.recv(long); got != "p" {
+		t.Errorf("b got %q, want p", got)
+	}
+	if got := c.recv(short); got != "" {
+		t.Errorf("partitioned c got %q", got)
+	}
+	ports[2].SetGroup(0)
+
+	// Delay: the frame arrives, late.
+	ports[1].SetDelay(300 * time.Millisecond)
+	start := time.Now()
+	a.send(t, b.mac, "slow")
+	if got := b.recv(long); got != "slow" {
+		t.Errorf("delayed b got %q", got)
+	}
+	if took := time.Since(start); took < 250*time.Millisecond {
+		t.Errorf("delayed frame took %v, want ≥ 300 ms", took)
+	}
+	if st := ports[1].Stats(); st.Dropped == 0 || st.Sent == 0 {
+		t.Errorf("port b stats %+v: want drops and sends counted", st)
+	}
+	if !bytes.Contains([]byte(ports[0].Netdev("n0")), []byte("remote.path="+ports[0].Local)) {
+		t.Errorf("netdev %q does not point QEMU at the switch socket", ports[0].Netdev("n0"))
+	}
+}
