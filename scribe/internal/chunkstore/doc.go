@@ -1,0 +1,47 @@
+// Package chunkstore is the on-disk format of one scribe data disk: a
+// superblock, a table of chunk records and an area of fixed-size chunks,
+// each chunk holding one extent of one VSD with a CRC-32C per 4 KiB block.
+//
+// Layout (little-endian), see docs/scribe.md for the byte-level table:
+//
+//	0        superblock (4 KiB), magic "SHOALDSK", CRC-32C in its last 4 bytes
+//	4 KiB    backup copy of the superblock
+//	8 KiB    chunk records, one per chunk (4 KiB each for 1 MiB chunks)
+//	aligned  chunk area: chunk i at DataOffset + i*ChunkSize
+//
+// A chunk record holds a 512-byte header (state, format nonce, VSD ID,
+// extent index, epoch, generation, a bitmap of written blocks, CRC-32C)
+// and two checksum slots per block. A block's data is valid when its
+// CRC-32C equals either slot; a write stores the new checksum in the slot
+// that does not describe the current data, then writes the data, then
+// (for a block written for the first time) sets its written bit. So a
+// process killed between any two writes leaves every block either old or
+// new and verifiable. Records are always written whole (4 KiB-aligned),
+// which O_DIRECT requires. Records from an earlier format of the disk are
+// ignored through the nonce, so formatting never has to zero the table.
+//
+// Invariants:
+//   - A read never returns bytes whose checksum does not match: it returns
+//     ErrChecksum instead. Unwritten blocks and absent chunks read as zero.
+//   - A write whose epoch is older than the chunk's is refused with
+//     ErrStaleEpoch and changes nothing.
+//   - Format never overwrites a disk that holds any non-zero byte in its
+//     first 64 KiB unless FormatOptions.Force is set.
+//   - Write with fua, and Sync, return only once data and metadata are on
+//     stable storage (fdatasync).
+//
+// Concurrency: a Store is safe for concurrent use. Each chunk has a
+// read-write lock: writes to one chunk are serialised, reads share it, and
+// chunks proceed in parallel. The chunk table is guarded by one mutex.
+//
+// Sync is a group commit: concurrent callers share one device sync that
+// started after they called.
+//
+// Caveats: the whole record table (2 KiB of checksums per MiB of data)
+// is kept in memory. After a power loss (not a process crash) a block
+// whose write was in flight may fail its checksum, because the page cache
+// (buffered FileDevice) or the disk's volatile cache (O_DIRECT) may
+// persist data before its checksum slot; it is reported as ErrChecksum,
+// never as wrong data, and the replicated layer repairs it. Every write
+// costs two device writes (record, then data).
+package chunkstore

@@ -1,0 +1,657 @@
+package chunkstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+)
+
+// FormatOptions configure Format.
+type FormatOptions struct {
+	// DiskID identifies the disk. Zero value: random.
+	DiskID ID
+	// NodeID and ClusterID record the owner. Zero value: unowned.
+	NodeID, ClusterID ID
+	// ChunkSize is the extent size, a multiple of 32 KiB up to 8 MiB.
+	// Zero value: DefaultChunkSize (1 MiB).
+	ChunkSize uint32
+	// Force overwrites a disk that holds other data or another store.
+	// Zero value: refuse.
+	Force bool
+}
+
+// Format writes a new, empty chunk store on dev and syncs it. Without
+// Force it refuses a disk whose first 64 KiB are not all zero.
+func Format(dev Device, opts FormatOptions) (Superblock, error) {
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = DefaultChunkSize
+	}
+	if opts.ChunkSize%(8*BlockSize) != 0 || opts.ChunkSize > MaxChunkSize {
+		return Superblock{}, fmt.Errorf("format: chunk size %d is not a multiple of %d up to %d", opts.ChunkSize, 8*BlockSize, MaxChunkSize)
+	}
+	size, err := dev.Size()
+	if err != nil {
+		return Superblock{}, fmt.Errorf("format: %w", err)
+	}
+	sb, err := layout(size, opts.ChunkSize)
+	if err != nil {
+		return Superblock{}, fmt.Errorf("format: %w", err)
+	}
+	probe := make([]byte, min(probeSize, size))
+	if _, err := dev.ReadAt(probe, 0); err != nil && !errors.Is(err, io.EOF) {
+		return Superblock{}, fmt.Errorf("format: read the start of the disk: %w", err)
+	}
+	if !opts.Force {
+		if _, err := decodeSuperblock(probe); err == nil {
+			return Superblock{}, fmt.Errorf("format: %w", ErrFormatted)
+		}
+		if !bytes.Equal(probe, make([]byte, len(probe))) {
+			return Superblock{}, fmt.Errorf("format: %w", ErrForeignData)
+		}
+	}
+	sb.DiskID, sb.NodeID, sb.ClusterID = opts.DiskID, opts.NodeID, opts.ClusterID
+	if sb.DiskID == (ID{}) {
+		sb.DiskID = NewID()
+	}
+	for sb.Nonce == 0 {
+		sb.Nonce = binary.LittleEndian.Uint64(func() []byte { id := NewID(); return id[:8] }())
+	}
+	enc := sb.encode()
+	for _, off := range []int64{0, superSize} {
+		if _, err := dev.WriteAt(enc, off); err != nil {
+			return Superblock{}, fmt.Errorf("format: write superblock at %d: %w", off, err)
+		}
+	}
+	if err := dev.Sync(); err != nil {
+		return Superblock{}, fmt.Errorf("format: %w", err)
+	}
+	return sb, nil
+}
+
+// ReadSuperblock returns the superblock of dev (primary, else backup).
+func ReadSuperblock(dev Device) (Superblock, error) {
+	buf := make([]byte, 2*superSize)
+	if _, err := dev.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+		return Superblock{}, fmt.Errorf("read superblock: %w", err)
+	}
+	sb, err := decodeSuperblock(buf[:superSize])
+	if err == nil {
+		return sb, nil
+	}
+	if sb2, err2 := decodeSuperblock(buf[superSize:]); err2 == nil {
+		return sb2, nil
+	}
+	return Superblock{}, fmt.Errorf("read superblock: %w", err)
+}
+
+// ChunkKey names the chunk holding one extent of one VSD.
+type ChunkKey struct {
+	VSD    ID
+	Extent uint64
+}
+
+// chunk is the in-memory state of a used chunk.
+type chunk struct {
+	mu    sync.RWMutex
+	freed bool // set under mu when the chunk was released
+	hdr   header
+	slots [2][]uint32
+	// cur[i] is the slot describing block i's data: 0, 1 or unknown.
+	cur []uint8
+}
+
+const curUnknown = 2
+
+// Store is an open chunk store.
+type Store struct {
+	dev Device
+	sb  Superblock
+
+	mu     sync.Mutex
+	closed bool
+	byKey  map[ChunkKey]*chunk
+	free   []uint64 // free slots, popped from the end
+
+	usedSlots map[uint64]bool // only while Open builds the free list
+
+	group      syncGroup
+	recordBufs sync.Pool // aligned record-sized buffers
+}
+
+// Open reads the superblock and the chunk table of dev. The Store does
+// not close dev unless Close is called.
+func Open(dev Device) (*Store, error) {
+	sb, err := ReadSuperblock(dev)
+	if err != nil {
+		return nil, err
+	}
+	if size, err := dev.Size(); err != nil || uint64(size) < sb.DiskSize {
+		return nil, fmt.Errorf("open chunk store: disk is %d bytes, format needs %d: %w", size, sb.DiskSize, errors.Join(ErrCorrupt, err))
+	}
+	s := &Store{dev: dev, sb: sb, byKey: map[ChunkKey]*chunk{}}
+	rs := sb.recordSize()
+	per := max(1, (1<<20)/rs)
+	buf := make([]byte, per*rs)
+	blocks := sb.blocksPerChunk()
+	for first := uint64(0); first < sb.ChunkCount; first += uint64(per) {
+		n := min(uint64(per), sb.ChunkCount-first)
+		if _, err := dev.ReadAt(buf[:int64(n)*rs], sb.recordOffset(first)); err != nil {
+			return nil, fmt.Errorf("open chunk store: read chunk table: %w", err)
+		}
+		for i := uint64(0); i < n; i++ {
+			rec := buf[int64(i)*rs : int64(i+1)*rs]
+			h, used, err := decodeHeader(rec, sb.Nonce, first+i, blocks)
+			if err != nil {
+				return nil, fmt.Errorf("open chunk store: %w", err)
+			}
+			if !used {
+				continue
+			}
+			key := ChunkKey{h.VSD, h.Extent}
+			if _, dup := s.byKey[key]; dup {
+				return nil, fmt.Errorf("open chunk store: extent %d of VSD %s is in two chunks: %w", h.Extent, h.VSD, ErrCorrupt)
+			}
+			c := &chunk{hdr: h, cur: make([]uint8, blocks)}
+			for k := range 2 {
+				c.slots[k] = make([]uint32, blocks)
+				for j := range blocks {
+					c.slots[k][j] = binary.LittleEndian.Uint32(rec[headerSize+4*(k*blocks+j):])
+				}
+			}
+			for j := range c.cur {
+				c.cur[j] = curUnknown
+			}
+			s.byKey[key] = c
+		}
+	}
+	for slot := sb.ChunkCount; slot > 0; slot-- {
+		if !s.slotUsed(slot - 1) {
+			s.free = append(s.free, slot-1)
+		}
+	}
+	s.usedSlots = nil
+	return s, nil
+}
+
+func (s *Store) slotUsed(slot uint64) bool {
+	// Only called while building the free list: a linear scan is fine
+	// for the sizes Open sees once; keep a set instead if that changes.
+	if s.usedSlots == nil {
+		s.usedSlots = map[uint64]bool{}
+		for _, c := range s.byKey {
+			s.usedSlots[c.hdr.Slot] = true
+		}
+	}
+	return s.usedSlots[slot]
+}
+
+// Superblock returns the store's superblock.
+func (s *Store) Superblock() Superblock { return s.sb }
+
+// ChunkSize is the extent size in bytes.
+func (s *Store) ChunkSize() int64 { return int64(s.sb.ChunkSize) }
+
+// Stats counts chunks.
+type Stats struct {
+	Chunks, Used uint64
+}
+
+// Stats returns the chunk counts.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Chunks: s.sb.ChunkCount, Used: uint64(len(s.byKey))}
+}
+
+// Close closes the device. Unsynced writes may be lost; call Sync first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	return s.dev.Close()
+}
+
+// Sync makes every completed write durable. Concurrent callers share
+// device syncs (group commit): each waits for one that started after it
+// was called.
+func (s *Store) Sync() error {
+	g := &s.group
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cond == nil {
+		g.cond = sync.NewCond(&g.mu)
+	}
+	need := g.started + 1
+	for g.done < need {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		seq := g.started
+		g.mu.Unlock()
+		err := s.dev.Sync()
+		g.mu.Lock()
+		g.running = false
+		g.done = seq
+		if err != nil {
+			g.err, g.errSeq = err, seq
+		}
+		g.cond.Broadcast()
+	}
+	if g.err != nil && g.errSeq >= need {
+		return fmt.Errorf("sync chunk store: %w", g.err)
+	}
+	return nil
+}
+
+// syncGroup coordinates Sync callers.
+type syncGroup struct {
+	mu            sync.Mutex
+	cond          *sync.Cond
+	started, done uint64 // device syncs started and completed
+	running       bool
+	err           error  // last failure
+	errSeq        uint64 // the sync that failed
+}
+
+// lookup returns the live chunk for key with its lock held (write lock
+// when excl), or nil.
+func (s *Store) lookup(key ChunkKey, excl bool) (*chunk, error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		c := s.byKey[key]
+		s.mu.Unlock()
+		if c == nil {
+			return nil, nil
+		}
+		if excl {
+			c.mu.Lock()
+		} else {
+			c.mu.RLock()
+		}
+		if !c.freed {
+			return c, nil
+		}
+		if excl {
+			c.mu.Unlock()
+		} else {
+			c.mu.RUnlock()
+		}
+	}
+}
+
+// allocate returns the chunk for key, creating it (unpersisted, its
+// header is written with the first data) when absent; the lock is held.
+func (s *Store) allocate(key ChunkKey, epoch uint64) (*chunk, error) {
+	if c, err := s.lookup(key, true); c != nil || err != nil {
+		return c, err
+	}
+	s.mu.Lock()
+	if c := s.byKey[key]; c != nil {
+		s.mu.Unlock()
+		return s.allocate(key, epoch)
+	}
+	if len(s.free) == 0 {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("allocate chunk for extent %d of VSD %s: %w", key.Extent, key.VSD, ErrFull)
+	}
+	slot := s.free[len(s.free)-1]
+	s.free = s.free[:len(s.free)-1]
+	blocks := s.sb.blocksPerChunk()
+	c := &chunk{
+		hdr:   header{Used: true, Slot: slot, VSD: key.VSD, Extent: key.Extent, Epoch: epoch, Written: make([]byte, blocks/8)},
+		slots: [2][]uint32{make([]uint32, blocks), make([]uint32, blocks)},
+		cur:   make([]uint8, blocks),
+	}
+	c.mu.Lock()
+	s.byKey[key] = c
+	s.mu.Unlock()
+	return c, nil
+}
+
+// release frees c's slot; c's write lock is held.
+func (s *Store) release(key ChunkKey, c *chunk) error {
+	h := c.hdr
+	h.Used = false
+	h.Generation++
+	h.Written = make([]byte, len(h.Written))
+	if err := s.writeRecord(h, c); err != nil {
+		return err
+	}
+	c.freed = true
+	s.mu.Lock()
+	delete(s.byKey, key)
+	s.free = append(s.free, c.hdr.Slot)
+	s.mu.Unlock()
+	return nil
+}
+
+// writeRecord writes c's whole record, with header h and the checksum
+// slots held in memory, as one aligned write. c's write lock is held.
+func (s *Store) writeRecord(h header, c *chunk) error {
+	blocks := s.sb.blocksPerChunk()
+	bp, _ := s.recordBufs.Get().(*[]byte)
+	if bp == nil {
+		b := alignedBuf(int(s.sb.recordSize()))
+		bp = &b
+	}
+	defer s.recordBufs.Put(bp)
+	b := *bp
+	copy(b, h.encode(s.sb.Nonce, blocks))
+	for k := range 2 {
+		for i, v := range c.slots[k] {
+			binary.LittleEndian.PutUint32(b[headerSize+4*(k*blocks+i):], v)
+		}
+	}
+	if _, err := s.dev.WriteAt(b, s.sb.recordOffset(h.Slot)); err != nil {
+		return fmt.Errorf("write chunk record %d: %w", h.Slot, err)
+	}
+	return nil
+}
+
+func (s *Store) checkRange(off int64, n int) error {
+	if off < 0 || n < 0 || off+int64(n) > int64(s.sb.ChunkSize) {
+		return fmt.Errorf("[%d,+%d) of a %d-byte chunk: %w", off, n, s.sb.ChunkSize, ErrRange)
+	}
+	return nil
+}
+
+// ChunkInfo describes a used chunk.
+type ChunkInfo struct {
+	Key        ChunkKey
+	Slot       uint64
+	Epoch      uint64
+	Generation uint64
+	// Written has one bit per block (bit i%8 of byte i/8).
+	Written []byte
+}
+
+// Info returns the chunk holding key, if any.
+func (s *Store) Info(key ChunkKey) (ChunkInfo, bool) {
+	c, err := s.lookup(key, false)
+	if c == nil || err != nil {
+		return ChunkInfo{}, false
+	}
+	defer c.mu.RUnlock()
+	return c.info(key), true
+}
+
+func (c *chunk) info(key ChunkKey) ChunkInfo {
+	return ChunkInfo{Key: key, Slot: c.hdr.Slot, Epoch: c.hdr.Epoch, Generation: c.hdr.Generation, Written: bytes.Clone(c.hdr.Written)}
+}
+
+// Chunks lists the chunks of one VSD in extent order.
+func (s *Store) Chunks(vsd ID) []ChunkInfo {
+	s.mu.Lock()
+	var keys []ChunkKey
+	for k := range s.byKey {
+		if k.VSD == vsd {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Extent < keys[j].Extent })
+	var out []ChunkInfo
+	for _, k := range keys {
+		if info, ok := s.Info(k); ok {
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
+// Read fills p from offset off of the chunk for key. Absent chunks and
+// unwritten blocks read as zero; a block failing its checksum fails the
+// read with ErrChecksum.
+func (s *Store) Read(ctx context.Context, key ChunkKey, off int64, p []byte) error {
+	if err := s.checkRange(off, len(p)); err != nil {
+		return fmt.Errorf("read chunk: %w", err)
+	}
+	c, err := s.lookup(key, false)
+	if err != nil {
+		return err
+	}
+	if c == nil {
+		clear(p)
+		return nil
+	}
+	defer c.mu.RUnlock()
+	return s.readLocked(c, off, p)
+}
+
+func (s *Store) readLocked(c *chunk, off int64, p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	b0, b1 := int(off/BlockSize), int((off+int64(len(p))-1)/BlockSize)
+	aligned := off%BlockSize == 0 && len(p)%BlockSize == 0
+	buf := p
+	if !aligned {
+		buf = make([]byte, (b1-b0+1)*BlockSize)
+	}
+	// Read runs of written blocks with one pread each.
+	for i := b0; i <= b1; {
+		j := i
+		w := bit(c.hdr.Written, i)
+		for j+1 <= b1 && bit(c.hdr.Written, j+1) == w {
+			j++
+		}
+		seg := buf[(i-b0)*BlockSize : (j-b0+1)*BlockSize]
+		if !w {
+			clear(seg)
+		} else {
+			if _, err := s.dev.ReadAt(seg, s.sb.chunkOffset(c.hdr.Slot)+int64(i)*BlockSize); err != nil {
+				return fmt.Errorf("read chunk %d blocks %d-%d: %w", c.hdr.Slot, i, j, err)
+			}
+			for k := i; k <= j; k++ {
+				sum := crc(seg[(k-i)*BlockSize : (k-i+1)*BlockSize])
+				if sum != c.slots[0][k] && sum != c.slots[1][k] {
+					return fmt.Errorf("chunk %d (extent %d of VSD %s) block %d: %w", c.hdr.Slot, c.hdr.Extent, c.hdr.VSD, k, ErrChecksum)
+				}
+			}
+		}
+		i = j + 1
+	}
+	if !aligned {
+		copy(p, buf[off-int64(b0)*BlockSize:])
+	}
+	return nil
+}
+
+// Write stores p at offset off of the chunk for key, allocating the chunk
+// on first write. With fua it is durable on return. A write with an epoch
+// older than the chunk's fails with ErrStaleEpoch.
+func (s *Store) Write(ctx context.Context, key ChunkKey, epoch uint64, off int64, p []byte, fua bool) error {
+	if err := s.checkRange(off, len(p)); err != nil {
+		return fmt.Errorf("write chunk: %w", err)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	c, err := s.allocate(key, epoch)
+	if err != nil {
+		return err
+	}
+	err = s.writeLocked(c, key, epoch, off, p)
+	if c.hdr.Generation == 0 && bytes.Equal(c.hdr.Written, make([]byte, len(c.hdr.Written))) {
+		// A new chunk whose first write failed: give the slot back.
+		c.freed = true
+		s.mu.Lock()
+		delete(s.byKey, key)
+		s.free = append(s.free, c.hdr.Slot)
+		s.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if err == nil && fua {
+		err = s.Sync()
+	}
+	return err
+}
+
+func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, off int64, p []byte) error {
+	if epoch < c.hdr.Epoch {
+		return fmt.Errorf("write extent %d of VSD %s at epoch %d, chunk is at %d: %w", key.Extent, key.VSD, epoch, c.hdr.Epoch, ErrStaleEpoch)
+	}
+	b0, b1 := int(off/BlockSize), int((off+int64(len(p))-1)/BlockSize)
+	data := p
+	if off%BlockSize != 0 || len(p)%BlockSize != 0 {
+		data = make([]byte, (b1-b0+1)*BlockSize)
+		// Read-modify-write the partial first and last blocks.
+		for _, b := range []int{b0, b1} {
+			if err := s.readLocked(c, int64(b)*BlockSize, data[(b-b0)*BlockSize:(b-b0+1)*BlockSize]); err != nil {
+				return fmt.Errorf("read-modify-write: %w", err)
+			}
+		}
+		copy(data[off-int64(b0)*BlockSize:], p)
+	}
+	chunkOff := s.sb.chunkOffset(c.hdr.Slot)
+	next := make([]uint8, b1-b0+1)
+	for i := b0; i <= b1; i++ {
+		sum := crc(data[(i-b0)*BlockSize : (i-b0+1)*BlockSize])
+		if !bit(c.hdr.Written, i) {
+			next[i-b0] = 0
+			c.slots[0][i], c.slots[1][i] = sum, sum
+			continue
+		}
+		cur := c.cur[i]
+		if cur == curUnknown {
+			cur = 0
+			old := make([]byte, BlockSize)
+			if _, err := s.dev.ReadAt(old, chunkOff+int64(i)*BlockSize); err == nil && crc(old) == c.slots[1][i] {
+				cur = 1
+			}
+		}
+		next[i-b0] = 1 - cur
+		c.slots[1-cur][i] = sum
+	}
+	// Checksums first (with the header as persisted), then data, then
+	// the header: see doc.go.
+	persisted := c.hdr
+	if persisted.Generation == 0 {
+		persisted.Used = false // a new chunk exists only once its data does
+	}
+	if err := s.writeRecord(persisted, c); err != nil {
+		c.forget(b0, b1)
+		return fmt.Errorf("write checksums: %w", err)
+	}
+	if _, err := s.dev.WriteAt(data, chunkOff+int64(b0)*BlockSize); err != nil {
+		c.forget(b0, b1)
+		return fmt.Errorf("write chunk %d blocks %d-%d: %w", c.hdr.Slot, b0, b1, err)
+	}
+	for i := b0; i <= b1; i++ {
+		c.cur[i] = next[i-b0]
+	}
+	h := c.hdr
+	h.Written = bytes.Clone(h.Written)
+	dirty := epoch > h.Epoch || h.Generation == 0
+	for i := b0; i <= b1; i++ {
+		if !bit(h.Written, i) {
+			setBit(h.Written, i)
+			dirty = true
+		}
+	}
+	if !dirty {
+		return nil
+	}
+	h.Epoch = max(h.Epoch, epoch)
+	h.Generation++
+	if err := s.writeRecord(h, c); err != nil {
+		return err
+	}
+	c.hdr = h
+	return nil
+}
+
+// forget marks blocks' current slot unknown after a failed write, since
+// either slot may now describe the data on disk.
+func (c *chunk) forget(b0, b1 int) {
+	for i := b0; i <= b1; i++ {
+		c.cur[i] = curUnknown
+	}
+}
+
+// Zero makes [off, off+n) of the chunk for key read as zero: whole blocks
+// are unmapped, partial blocks are written with zeroes, and a chunk left
+// with no written block is freed. With fua it is durable on return.
+func (s *Store) Zero(ctx context.Context, key ChunkKey, epoch uint64, off, n int64, fua bool) error {
+	if err := s.checkRange(off, int(n)); err != nil {
+		return fmt.Errorf("zero chunk: %w", err)
+	}
+	c, err := s.lookup(key, true)
+	if err != nil || c == nil {
+		return err
+	}
+	err = s.zeroLocked(c, key, epoch, off, n)
+	c.mu.Unlock()
+	if err == nil && fua {
+		err = s.Sync()
+	}
+	return err
+}
+
+func (s *Store) zeroLocked(c *chunk, key ChunkKey, epoch uint64, off, n int64) error {
+	if epoch < c.hdr.Epoch {
+		return fmt.Errorf("zero extent %d of VSD %s at epoch %d, chunk is at %d: %w", key.Extent, key.VSD, epoch, c.hdr.Epoch, ErrStaleEpoch)
+	}
+	end := off + n
+	first, last := roundUp(off, BlockSize), end/BlockSize*BlockSize
+	if first > last { // inside one block
+		return s.zeroPartial(c, key, epoch, off, end)
+	}
+	if err := s.zeroPartial(c, key, epoch, off, first); err != nil {
+		return err
+	}
+	if err := s.zeroPartial(c, key, epoch, last, end); err != nil {
+		return err
+	}
+	if first == last {
+		return nil
+	}
+	h := c.hdr
+	h.Written = bytes.Clone(h.Written)
+	for i := int(first / BlockSize); i < int(last/BlockSize); i++ {
+		clearBit(h.Written, i)
+	}
+	if bytes.Equal(h.Written, make([]byte, len(h.Written))) {
+		return s.release(key, c)
+	}
+	h.Epoch = max(h.Epoch, epoch)
+	h.Generation++
+	if err := s.writeRecord(h, c); err != nil {
+		return err
+	}
+	c.hdr = h
+	return nil
+}
+
+// zeroPartial writes zeroes into [from, to) within one block, if written.
+func (s *Store) zeroPartial(c *chunk, key ChunkKey, epoch uint64, from, to int64) error {
+	if from >= to || !bit(c.hdr.Written, int(from/BlockSize)) {
+		return nil
+	}
+	return s.writeLocked(c, key, epoch, from, make([]byte, to-from))
+}
+
+// Free releases the chunk for key (all its blocks read as zero after).
+func (s *Store) Free(ctx context.Context, key ChunkKey, epoch uint64) error {
+	c, err := s.lookup(key, true)
+	if err != nil || c == nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	if epoch < c.hdr.Epoch {
+		return fmt.Errorf("free extent %d of VSD %s at epoch %d, chunk is at %d: %w", key.Extent, key.VSD, epoch, c.hdr.Epoch, ErrStaleEpoch)
+	}
+	return s.release(key, c)
+}

@@ -1,0 +1,348 @@
+package nbd
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"sync"
+	"syscall"
+)
+
+// request is one parsed transmission request.
+type request struct {
+	flags  uint16
+	typ    uint16
+	cookie uint64
+	offset uint64
+	length uint32
+	data   []byte // WRITE payload, pooled
+}
+
+// budget bounds the requests and payload bytes in flight on a connection.
+type budget struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	count    int
+	bytes    int64
+	maxCount int
+	maxBytes int64
+}
+
+func newBudget(maxCount int, maxBytes int64) *budget {
+	b := &budget{maxCount: maxCount, maxBytes: maxBytes}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+func (b *budget) acquire(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.count >= b.maxCount || (b.bytes > 0 && b.bytes+n > b.maxBytes) {
+		b.cond.Wait()
+	}
+	b.count++
+	b.bytes += n
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.count--
+	b.bytes -= n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// bufPools hold payload buffers in power-of-two size classes.
+var bufPools [31]sync.Pool
+
+func getBuf(n int) *[]byte {
+	if n == 0 {
+		b := []byte{}
+		return &b
+	}
+	class := bits.Len(uint(n - 1))
+	if v := bufPools[class].Get(); v != nil {
+		b := v.(*[]byte)
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, 1<<class)
+	return &b
+}
+
+func putBuf(b *[]byte) {
+	c := cap(*b)
+	if c == 0 || c&(c-1) != 0 {
+		return
+	}
+	bufPools[bits.Len(uint(c-1))].Put(b)
+}
+
+// transmit runs the transmission phase until DISC, EOF or a protocol error.
+func (s *session) transmit(ctx context.Context, exp *export) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	bud := newBudget(s.cfg.MaxInFlight, s.cfg.MaxInFlightBytes)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	size := uint64(exp.backend.Size())
+	var hdr [requestHeaderLen]byte
+	for {
+		if _, err := io.ReadFull(s.r, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil // client hung up between requests
+			}
+			return fmt.Errorf("read request header: %w", err)
+		}
+		if m := binary.BigEndian.Uint32(hdr[0:]); m != magicRequest {
+			return fmt.Errorf("request magic %#x: %w", m, errProtocol)
+		}
+		req := request{
+			flags:  binary.BigEndian.Uint16(hdr[4:]),
+			typ:    binary.BigEndian.Uint16(hdr[6:]),
+			cookie: binary.BigEndian.Uint64(hdr[8:]),
+			offset: binary.BigEndian.Uint64(hdr[16:]),
+			length: binary.BigEndian.Uint32(hdr[24:]),
+		}
+		var cost int64
+		switch req.typ {
+		case cmdDisc:
+			return nil // deferred wg.Wait lets in-flight requests finish
+		case cmdWrite:
+			if req.length > s.cfg.MaxRequestBytes {
+				return fmt.Errorf("write of %d bytes exceeds the %d-byte limit: %w", req.length, s.cfg.MaxRequestBytes, errProtocol)
+			}
+			cost = int64(req.length)
+			bud.acquire(cost)
+			buf := getBuf(int(req.length))
+			if _, err := io.ReadFull(s.r, *buf); err != nil {
+				putBuf(buf)
+				bud.release(cost)
+				return fmt.Errorf("read write payload: %w", err)
+			}
+			req.data = *buf
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer bud.release(cost)
+				defer putBuf(buf)
+				s.handle(ctx, exp, size, req)
+			}()
+			continue
+		case cmdRead:
+			if req.length <= s.cfg.MaxRequestBytes {
+				cost = int64(req.length)
+			}
+		}
+		bud.acquire(cost)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer bud.release(cost)
+			s.handle(ctx, exp, size, req)
+		}()
+	}
+}
+
+// validFlags are the command flags each command accepts.
+var validFlags = map[uint16]uint16{
+	cmdRead:        cmdFlagDF,
+	cmdWrite:       cmdFlagFUA,
+	cmdFlush:       0,
+	cmdTrim:        cmdFlagFUA,
+	cmdWriteZeroes: cmdFlagFUA | cmdFlagNoHole | cmdFlagFastZero,
+	cmdBlockStatus: cmdFlagReqOne,
+}
+
+// handle serves one request and sends its reply; a reply that cannot be
+// written has already marked the session broken.
+func (s *session) handle(ctx context.Context, exp *export, size uint64, req request) {
+	errno := s.check(exp, size, req)
+	if errno != 0 {
+		s.replyError(req, errno, "")
+		return
+	}
+	b := exp.backend
+	off, n := int64(req.offset), int64(req.length)
+	var err error
+	switch req.typ {
+	case cmdRead:
+		s.read(ctx, b, req)
+		return
+	case cmdWrite:
+		if n > 0 {
+			err = b.WriteAt(ctx, req.data, off, req.flags&cmdFlagFUA != 0)
+		}
+	case cmdFlush:
+		err = b.Flush(ctx)
+	case cmdTrim:
+		if n > 0 {
+			err = b.Trim(ctx, off, n, req.flags&cmdFlagFUA != 0)
+		}
+	case cmdWriteZeroes:
+		if n > 0 {
+			err = b.WriteZeroes(ctx, off, n, ZeroFlags{
+				FUA:    req.flags&cmdFlagFUA != 0,
+				NoHole: req.flags&cmdFlagNoHole != 0,
+				Fast:   req.flags&cmdFlagFastZero != 0,
+			})
+		}
+	case cmdBlockStatus:
+		s.blockStatus(ctx, b, req)
+		return
+	}
+	if err != nil {
+		s.replyError(req, errnoOf(err), err.Error())
+		return
+	}
+	s.replySimple(req.cookie, 0, nil)
+}
+
+// check validates a request against the export; it returns an errno.
+func (s *session) check(exp *export, size uint64, req request) uint32 {
+	valid, known := validFlags[req.typ]
+	if !known {
+		return errInval
+	}
+	if req.flags&^valid != 0 {
+		return errInval
+	}
+	if req.typ == cmdWriteZeroes && req.flags&cmdFlagFastZero != 0 && req.flags&cmdFlagNoHole != 0 {
+		// Writing real zeroes is never faster than a write.
+		return errNotSup
+	}
+	write := req.typ == cmdWrite || req.typ == cmdWriteZeroes || req.typ == cmdTrim
+	if write && exp.opts.ReadOnly {
+		return errPerm
+	}
+	if req.typ == cmdFlush {
+		if req.offset != 0 || req.length != 0 {
+			return errInval
+		}
+		return 0
+	}
+	if req.typ == cmdRead && req.length > s.cfg.MaxRequestBytes {
+		return errOverflow
+	}
+	if req.typ == cmdBlockStatus {
+		if !s.structured || !s.metaAlloc || s.metaExport != exp.name || req.length == 0 {
+			return errInval
+		}
+	}
+	end := req.offset + uint64(req.length)
+	if end < req.offset || end > size {
+		if req.typ == cmdWrite || req.typ == cmdWriteZeroes {
+			return errNoSpc
+		}
+		return errInval
+	}
+	return 0
+}
+
+func (s *session) read(ctx context.Context, b Backend, req request) {
+	buf := getBuf(int(req.length))
+	defer putBuf(buf)
+	if len(*buf) > 0 {
+		if err := b.ReadAt(ctx, *buf, int64(req.offset)); err != nil {
+			s.replyError(req, errnoOf(err), err.Error())
+			return
+		}
+	}
+	if !s.structured {
+		s.replySimple(req.cookie, 0, *buf)
+		return
+	}
+	if req.length == 0 {
+		s.replyChunk(req.cookie, replyFlagDone, 0, nil, nil)
+		return
+	}
+	off := binary.BigEndian.AppendUint64(nil, req.offset)
+	s.replyChunk(req.cookie, replyFlagDone, replyOffsetData, off, *buf)
+}
+
+// maxDescriptors bounds one BLOCK_STATUS reply.
+const maxDescriptors = 2048
+
+func (s *session) blockStatus(ctx context.Context, b Backend, req request) {
+	max := maxDescriptors
+	if req.flags&cmdFlagReqOne != 0 {
+		max = 1
+	}
+	exts, err := b.BlockStatus(ctx, int64(req.offset), int64(req.length), max)
+	if err != nil {
+		s.replyError(req, errnoOf(err), err.Error())
+		return
+	}
+	payload := binary.BigEndian.AppendUint32(make([]byte, 0, 4+8*len(exts)), metaContextID)
+	remaining := int64(req.length)
+	for i, e := range exts {
+		if i == max || remaining == 0 {
+			break
+		}
+		if e.Length <= 0 {
+			break
+		}
+		l := min(e.Length, remaining)
+		remaining -= l
+		payload = binary.BigEndian.AppendUint32(payload, uint32(l))
+		payload = binary.BigEndian.AppendUint32(payload, e.flags())
+	}
+	if len(payload) == 4 {
+		s.replyError(req, errIO, "backend returned no extents")
+		return
+	}
+	s.replyChunk(req.cookie, replyFlagDone, replyBlockStatus, payload, nil)
+}
+
+func (s *session) replySimple(cookie uint64, errno uint32, data []byte) {
+	hdr := make([]byte, 16)
+	binary.BigEndian.PutUint32(hdr[0:], magicSimple)
+	binary.BigEndian.PutUint32(hdr[4:], errno)
+	binary.BigEndian.PutUint64(hdr[8:], cookie)
+	_ = s.send(hdr, data)
+}
+
+func (s *session) replyChunk(cookie uint64, flags, typ uint16, head, data []byte) {
+	hdr := make([]byte, 20, 20+len(head))
+	binary.BigEndian.PutUint32(hdr[0:], magicStructured)
+	binary.BigEndian.PutUint16(hdr[4:], flags)
+	binary.BigEndian.PutUint16(hdr[6:], typ)
+	binary.BigEndian.PutUint64(hdr[8:], cookie)
+	binary.BigEndian.PutUint32(hdr[16:], uint32(len(head)+len(data)))
+	_ = s.send(append(hdr, head...), data)
+}
+
+func (s *session) replyError(req request, errno uint32, msg string) {
+	if !s.structured || (req.typ != cmdRead && req.typ != cmdBlockStatus) {
+		s.replySimple(req.cookie, errno, nil)
+		return
+	}
+	if len(msg) > maxStringLen {
+		msg = msg[:maxStringLen]
+	}
+	p := binary.BigEndian.AppendUint32(nil, errno)
+	p = binary.BigEndian.AppendUint16(p, uint16(len(msg)))
+	s.replyChunk(req.cookie, replyFlagDone, replyError, append(p, msg...), nil)
+}
+
+// errnoOf maps a Backend error to the errno the client sees.
+func errnoOf(err error) uint32 {
+	switch {
+	case errors.Is(err, ErrNoSpace), errors.Is(err, syscall.ENOSPC):
+		return errNoSpc
+	case errors.Is(err, ErrNotFast):
+		return errNotSup
+	case errors.Is(err, ErrReadOnly), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EROFS):
+		return errPerm
+	case errors.Is(err, ErrInvalid):
+		return errInval
+	case errors.Is(err, context.Canceled):
+		return errShutdown
+	case errors.Is(err, syscall.ENOMEM):
+		return errNoMem
+	}
+	return errIO
+}
