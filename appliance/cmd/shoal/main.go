@@ -11,6 +11,22 @@ import (
 
 var verbs = []verb.Verb{
 	{Name: "version", Summary: "print the version, commit and Go version (--json)", Run: appliance.Version},
+	{Name: "netd", Summary: "network daemon: NICs, bond, DHCP, backplane address", Daemon: true, Run: appliance.Netd},
+	{Name: "net status", Summary: "the network as netd sees it: links, bond, lease, backplane address (--json)", Run: appliance.NetStatus},
+	{Name: "net dhcp-server", Summary: "serve DHCP on one interface (test benches and the qa harness only)", Run: appliance.NetDHCPServer},
+	{Name: "peer", Summary: "membership daemon: identity, discovery, formation, admission, gossip, local API", Daemon: true, Run: appliance.Peer},
+	{Name: "install-units", Summary: "write the systemd units of the shoal daemons into a root tree and enable them (--root DIR)", Run: appliance.InstallUnits},
+	{Name: "health", Summary: "the node's health gate: check once, or until every check passes (--wait)", Run: appliance.Health},
+	{Name: "status", Summary: "cluster ID, this node and the members with their states (--json)", Run: appliance.Status},
+	{Name: "cluster create", Summary: "make this unclaimed node the first member of a new cluster (--policy)", Run: appliance.ClusterCreate},
+	{Name: "cluster join", Summary: "join the cluster of the node at ADDR (its node API, port 7443)", Run: appliance.ClusterJoin},
+	{Name: "cluster leave", Summary: "leave the cluster gracefully; the node stays unclaimed", Run: appliance.ClusterLeave},
+	{Name: "cluster rotate-key", Summary: "replace the gossip encryption key on every member", Run: appliance.ClusterRotateKey},
+	{Name: "cluster policy", Summary: "set the admission policy: auto, approve or code", Run: appliance.ClusterPolicy},
+	{Name: "node ls", Summary: "list members and pending nodes (--json)", Run: appliance.NodeLs},
+	{Name: "node approve", Summary: "admit a pending node: node approve ID [--code N]", Run: appliance.NodeApprove},
+	{Name: "node remove", Summary: "forget a dead node for good; its certificate stops working", Run: appliance.NodeRemove},
+	{Name: "node events", Summary: "recent membership events: join, fail, leave, recover... (--json)", Run: appliance.NodeEvents},
 }
 
 func main() { os.Exit(verb.Main(verbs)) }

@@ -1,0 +1,371 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/shoal-hci/shoal/peer/client"
+	"github.com/shoal-hci/shoal/peer/internal/gossiplog"
+)
+
+// Serf tags.
+const (
+	tagCluster  = "c"
+	tagVersion  = "v"
+	tagRoles    = "r"
+	tagAPI      = "api"
+	tagHardware = "hw"
+)
+
+// User events carrying cluster settings between members (small; the
+// periodic mTLS meta sync repairs any that are lost).
+const (
+	eventRevoke = "shoal-revoke"
+	eventPolicy = "shoal-policy"
+)
+
+// GossipConfig returns the serf configuration of this node's timers
+// (without name, addresses, keys). Exported for the benchmark.
+func GossipConfig(t Timers) *serf.Config {
+	sc := serf.DefaultConfig()
+	mc := memberlist.DefaultLANConfig()
+	mc.ProbeInterval = t.ProbeInterval
+	mc.ProbeTimeout = t.ProbeTimeout
+	mc.GossipInterval = t.GossipInterval
+	mc.SuspicionMult = t.SuspicionMult
+	mc.PushPullInterval = t.PushPull
+	mc.DeadNodeReclaimTime = t.DeadReclaim
+	mc.EnableCompression = false // CPU over bytes on a backplane; see NOTES.md
+	mc.GossipToTheDeadTime = 30 * t.GossipInterval
+	sc.MemberlistConfig = mc
+	sc.ReconnectInterval = t.ReconnectInterval
+	sc.ReapInterval = t.ReapInterval
+	sc.ReconnectTimeout = t.ReconnectTimeout
+	sc.TombstoneTimeout = t.TombstoneTimeout
+	sc.DisableCoordinates = true
+	sc.EnableNameConflictResolution = true
+	return sc
+}
+
+// startMembership starts serf with this node's cluster keyring and joins
+// the given gossip addresses (and whatever the serf snapshot remembers).
+func (p *Peer) startMembership(join []string) error {
+	keys, err := loadKeyring(p.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("%w (the node's cluster files are incomplete; `shoal cluster leave` resets them)", err)
+	}
+	kr, err := memberlist.NewKeyring(keys, keys[0])
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	p.mu.Lock()
+	clusterID := p.cl.ClusterID
+	p.mu.Unlock()
+	sc := GossipConfig(p.cfg.Timers)
+	sc.NodeName = p.id.NodeID
+	sc.Tags = map[string]string{tagCluster: clusterID, tagVersion: p.cfg.Version, tagAPI: p.APIAddr()}
+	if p.cfg.Roles != "" {
+		sc.Tags[tagRoles] = p.cfg.Roles
+	}
+	if p.cfg.Hardware != "" {
+		sc.Tags[tagHardware] = p.cfg.Hardware
+	}
+	sc.EventCh = p.serfEvents
+	sc.Logger = gossiplog.New(p.log)
+	sc.MemberlistConfig.Logger = sc.Logger
+	sc.MemberlistConfig.BindAddr = p.bindIP.String()
+	sc.MemberlistConfig.BindPort = p.gossipPort
+	sc.MemberlistConfig.AdvertiseAddr = p.bindIP.String()
+	sc.MemberlistConfig.AdvertisePort = p.gossipPort
+	sc.MemberlistConfig.Keyring = kr
+	sc.MemberlistConfig.GossipVerifyIncoming = true
+	sc.MemberlistConfig.GossipVerifyOutgoing = true
+	sc.KeyringFile = filepath.Join(p.cfg.DataDir, keyringFile)
+	sc.SnapshotPath = filepath.Join(p.cfg.DataDir, snapshotFile)
+	sc.Merge = mergeGuard{p}
+	if p.cfg.GossipBlocked != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{p.bindIP.String()}, BindPort: p.gossipPort, Logger: sc.Logger})
+		if err != nil {
+			return fmt.Errorf("start gossip transport on %s: %w", p.GossipAddr(), err)
+		}
+		sc.MemberlistConfig.Transport = newFilterTransport(nt, p.cfg.GossipBlocked)
+	}
+	s, err := serf.Create(sc)
+	if err != nil {
+		return fmt.Errorf("start gossip on %s: %w", p.GossipAddr(), err)
+	}
+	p.mu.Lock()
+	p.serf = s
+	p.mu.Unlock()
+	p.log.Info("gossip started", "cluster_id", clusterID, "addr", p.GossipAddr(), "keys", len(keys))
+	if len(join) > 0 {
+		p.joinGossip(join, false)
+	}
+	return nil
+}
+
+// joinGossip contacts up to three of addrs (chosen at random, so that
+// many joiners do not all hit one seed).
+func (p *Peer) joinGossip(addrs []string, quiet bool) {
+	s := p.serfInstance()
+	if s == nil || len(addrs) == 0 {
+		return
+	}
+	addrs = slices.Clone(addrs)
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	if len(addrs) > 3 {
+		addrs = addrs[:3]
+	}
+	n, err := s.Join(addrs, false)
+	if err != nil {
+		lv := slog.LevelWarn
+		if quiet {
+			lv = slog.LevelDebug
+		}
+		p.log.Log(context.Background(), lv, "gossip join", "contacted", n, "addrs", addrs, "err", err)
+	}
+}
+
+func (p *Peer) serfInstance() *serf.Serf {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.serf
+}
+
+// stopMembership shuts serf down, leaving the cluster first when leave is set.
+func (p *Peer) stopMembership(leave bool) {
+	p.mu.Lock()
+	s := p.serf
+	p.serf = nil
+	p.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if leave {
+		if err := s.Leave(); err != nil {
+			p.log.Warn("leave gossip", "err", err)
+		}
+	}
+	s.Shutdown()
+}
+
+// mergeGuard refuses gossip with nodes of another cluster and removed nodes.
+type mergeGuard struct{ p *Peer }
+
+func (g mergeGuard) NotifyMerge(members []*serf.Member) error {
+	g.p.mu.Lock()
+	cl := g.p.cl
+	var clusterID string
+	var revoked []string
+	if cl != nil {
+		clusterID, revoked = cl.ClusterID, cl.Revoked
+	}
+	g.p.mu.Unlock()
+	for _, m := range members {
+		if c := m.Tags[tagCluster]; c != clusterID {
+			g.p.log.Warn("refused gossip from a node of another cluster", "peer", m.Name, "addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), "its_cluster", c, "our_cluster", clusterID)
+			g.p.record("refuse", m.Name, "other cluster "+c)
+			return fmt.Errorf("node %s belongs to cluster %q, not %q", m.Name, c, clusterID)
+		}
+		if slices.Contains(revoked, m.Name) {
+			g.p.log.Warn("refused gossip from a removed node", "peer", m.Name)
+			g.p.record("refuse", m.Name, "removed")
+			return fmt.Errorf("node %s was removed from cluster %s", m.Name, clusterID)
+		}
+	}
+	return nil
+}
+
+func (p *Peer) eventLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-p.serfEvents:
+			switch e := e.(type) {
+			case serf.MemberEvent:
+				for _, m := range e.Members {
+					p.memberEvent(e.Type, m)
+				}
+			case serf.UserEvent:
+				p.userEvent(e)
+			}
+		}
+	}
+}
+
+func (p *Peer) memberEvent(t serf.EventType, m serf.Member) {
+	if m.Name == p.id.NodeID {
+		return
+	}
+	var typ string
+	p.mu.Lock()
+	switch t {
+	case serf.EventMemberJoin:
+		typ = "join"
+		if p.failed[m.Name] {
+			typ = "recover"
+		}
+		delete(p.failed, m.Name)
+	case serf.EventMemberFailed:
+		typ = "fail"
+		p.failed[m.Name] = true
+	case serf.EventMemberLeave:
+		typ = "leave"
+		delete(p.failed, m.Name)
+	case serf.EventMemberUpdate:
+		typ = "update"
+	case serf.EventMemberReap:
+		typ = "reap"
+		delete(p.failed, m.Name)
+	default:
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.record(typ, m.Name, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+	p.log.Info("member "+typ, "peer", m.Name, "addr", m.Addr.String())
+}
+
+func (p *Peer) userEvent(e serf.UserEvent) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cl == nil {
+		return
+	}
+	var m meta
+	switch e.Name {
+	case eventRevoke:
+		m.Revoked = []string{string(e.Payload)}
+	case eventPolicy:
+		// payload: policy|unix nanos|node
+		parts := strings.SplitN(string(e.Payload), "|", 3)
+		if len(parts) != 3 {
+			return
+		}
+		ns, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil {
+			return
+		}
+		m.Policy, m.PolicyTime, m.PolicyBy = parts[0], timeFromNanos(ns), parts[2]
+	default:
+		return
+	}
+	p.mergeMetaLocked(m)
+}
+
+// mergeMetaLocked merges cluster settings and stores them (p.mu held).
+func (p *Peer) mergeMetaLocked(m meta) {
+	if !p.cl.merge(m) {
+		return
+	}
+	if err := saveClusterState(p.cfg.DataDir, p.cl); err != nil {
+		p.log.Error("store cluster state", "err", err)
+	}
+	for _, id := range m.Revoked {
+		delete(p.pending, id)
+		delete(p.approved, id)
+	}
+}
+
+// members returns the membership as this node sees it, plus pending nodes.
+func (p *Peer) members() []client.Member {
+	s := p.serfInstance()
+	var out []client.Member
+	if s != nil {
+		suspect := map[string]bool{}
+		for _, n := range s.Memberlist().Members() {
+			if n.State == memberlist.StateSuspect {
+				suspect[n.Name] = true
+			}
+		}
+		for _, m := range s.Members() {
+			st := client.StateAlive
+			switch m.Status {
+			case serf.StatusAlive:
+				if suspect[m.Name] {
+					st = client.StateSuspect
+				}
+			case serf.StatusLeaving:
+				st = client.StateLeaving
+			case serf.StatusLeft:
+				st = client.StateLeft
+			case serf.StatusFailed:
+				st = client.StateFailed
+			default:
+				continue
+			}
+			out = append(out, client.Member{ID: m.Name, Name: "shoal-" + m.Name[:min(6, len(m.Name))], State: st,
+				Gossip: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), API: m.Tags[tagAPI],
+				Version: m.Tags[tagVersion], Roles: m.Tags[tagRoles], Hardware: m.Tags[tagHardware]})
+		}
+	}
+	slices.SortFunc(out, func(a, b client.Member) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// heal runs on members every tick: joins members of our cluster heard by
+// discovery but not alive in gossip (partitions, restarts), recovers a
+// keyring missed during a rotation, and syncs cluster settings.
+func (p *Peer) heal(ctx context.Context) {
+	s := p.serfInstance()
+	if s == nil {
+		return
+	}
+	alive := map[string]bool{}
+	for _, m := range s.Members() {
+		if m.Status == serf.StatusAlive {
+			alive[m.Name] = true
+		}
+	}
+	p.mu.Lock()
+	clusterID := p.cl.ClusterID
+	revoked := append([]string(nil), p.cl.Revoked...)
+	p.mu.Unlock()
+	var missing []string
+	var missingAPI []string
+	if a := p.ann.Load(); a != nil {
+		for _, b := range a.Peers() {
+			// Only nodes heard lately: a node just killed is still in the
+			// table for a few beacon periods.
+			if b.ClusterID == clusterID && !alive[b.NodeID] && b.Gossip != "" && p.now().Sub(b.At) <= 2*p.cfg.Timers.Beacon && !slices.Contains(revoked, b.NodeID) {
+				missing = append(missing, b.Gossip)
+				missingAPI = append(missingAPI, b.API)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		p.log.Debug("joining members heard on the backplane but not in gossip", "n", len(missing))
+		p.mu.Lock()
+		fetch := len(alive) <= 1 && p.now().Sub(p.lastFetch) >= p.cfg.Timers.MetaSync
+		if fetch {
+			p.lastFetch = p.now()
+		}
+		p.mu.Unlock()
+		if fetch {
+			// Alone while members are around: maybe the gossip key was
+			// rotated while this node was away. Fetch it over mutual TLS.
+			p.fetchKeyring(ctx, missingAPI)
+		}
+		p.joinGossip(missing, true)
+	}
+	p.mu.Lock()
+	due := p.now().Sub(p.lastMeta) >= p.cfg.Timers.MetaSync
+	if due {
+		p.lastMeta = p.now()
+	}
+	p.mu.Unlock()
+	if due {
+		p.syncMeta(ctx)
+	}
+}
