@@ -51,6 +51,7 @@ lint: ## gofmt, go vet, staticcheck, go.mod tidy
 	$(GO) vet ./...
 	$(GO) vet -tags qa ./qa/...
 	$(GO) tool staticcheck ./...
+	$(GO) tool staticcheck -tags qa ./qa/...
 	$(GO) mod tidy -diff
 
 .PHONY: test
@@ -69,9 +70,19 @@ bench: ## benchmarks; each prints its figures next to its baseline
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 
 .PHONY: demo
-demo: build ## start a three-node cluster (process-level until the image lands); stop it with bin/shoal-qa down
+demo: build ## start a three-node cluster that forms by itself (process-level until the image lands)
+	@$(BIN)/shoal-qa down >/dev/null 2>&1 || true # a fresh demo each time
 	$(BIN)/shoal-qa up -n 3 --shoal $(BIN)/shoal
-	$(BIN)/shoal-qa status
+	@echo "demo: no command is given to any node; waiting for them to form a cluster (about 20 s)..."
+	@for i in $$(seq 1 60); do \
+		n=$$($(BIN)/shoal-qa exec node1 -- shoal node ls --json 2>/dev/null | grep -c '"state": "alive"'); \
+		[ "$$n" -ge 3 ] && break; sleep 2; done
+	$(BIN)/shoal-qa exec node1 -- shoal status
+	@echo "demo: try '$(BIN)/shoal-qa exec node2 -- shoal node ls', '$(BIN)/shoal-qa add-node', '$(BIN)/shoal-qa kill node3'; stop with 'make demo-down'"
+
+.PHONY: demo-down
+demo-down: ## remove the demo cluster
+	$(BIN)/shoal-qa down
 
 .PHONY: image
 image: build ## build the bootable appliance image into out/ (root; ~4 min cold, seconds warm)

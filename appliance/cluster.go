@@ -118,6 +118,7 @@ func Status(ctx context.Context, env *verb.Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "policy:   %s\n", st.Policy)
 	}
 	fmt.Fprintf(env.Stdout, "this node: %s (%s)\n", st.Self.ID, st.Self.Name)
+	printFence(env, st.Fence) // claim.go
 	if st.Code != "" {
 		fmt.Fprintf(env.Stdout, "admission code: %s\n", st.Code)
 	}

@@ -52,6 +52,12 @@ func Peer(ctx context.Context, env *verb.Env, args []string) error {
 		cfg.DiscoveryInterfaces = strings.Split(*ifs, ",")
 	}
 	cfg.NoDiscovery = *noDisc
+	// netd and peer agree on one node ID through the data dir's node-id file.
+	id, err := LoadOrCreateNodeID(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	cfg.NodeID = id
 	cfg.Version = buildinfo.Get().Version
 	cfg.Hardware = hardwareFingerprint()
 	cfg.Log = env.Log

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shoal-hci/shoal/peer/client"
+	"github.com/shoal-hci/shoal/peer/internal/identity"
 )
 
 // Default ports and paths (DESIGN.md, common facts).
@@ -67,6 +68,11 @@ type Config struct {
 	DataDir string
 	// Socket is the local API's UNIX socket (mode 0600). Required.
 	Socket string
+	// NodeID is the ID this node goes by before peer first runs (the data
+	// dir's node-id file, which netd may have made first: the backplane
+	// address derives from it). A new identity adopts it; a stored one must
+	// match it. Empty means a random ID for a new identity.
+	NodeID string
 	// Bind is the backplane IP for gossip and the node API. Empty means
 	// auto: a fd53:686f:616c::/64 address if there is one, else the first
 	// global unicast address; never loopback.
@@ -94,6 +100,9 @@ type Config struct {
 	// Services run on the mutual-TLS node channel once the node is a member
 	// (state replication, claims). May be empty.
 	Services []Service
+	// State tunes the cluster state store (DataDir/state.db) and its
+	// replication; the zero value gives the defaults.
+	State StateConfig
 	// GossipBlocked, when set, drops gossip packets and connections to and
 	// from the host:port addresses for which it returns true: a network
 	// partition for tests (peertest). Nil on a node.
@@ -148,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	if c.Socket == "" {
 		errs = append(errs, errors.New("socket path is empty"))
+	}
+	if c.NodeID != "" && !identity.ValidNodeID(c.NodeID) {
+		errs = append(errs, fmt.Errorf("node ID %q is not 32 lowercase hex digits", c.NodeID))
 	}
 	if c.Bind != "" && net.ParseIP(c.Bind) == nil {
 		errs = append(errs, fmt.Errorf("bind address %q is not an IP address", c.Bind))

@@ -22,6 +22,11 @@
 //     a merge delegate refuses nodes of other clusters and removed nodes.
 //   - APIs: local HTTP on a UNIX socket (peer/client), node-to-node HTTPS
 //     with mutual TLS (Service is the seam for state replication, claims).
+//   - claims (claimsvc.go, claimlocal.go; docs/claims.md): a claim.Node
+//     over DataDir/claims.db, its acceptor served as the Service "claim";
+//     voters are the admitted members not removed or left, persisted in
+//     DataDir/claim-voters.json so that a restart never shrinks them; the
+//     fence is in Status and long-polled by local subscribers (/v1/fence).
 //
 // Invariants: a node is in at most one cluster; its cluster state
 // (DataDir/cluster.json, keyring.json) is written atomically before it

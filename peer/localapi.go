@@ -93,6 +93,8 @@ func (p *Peer) localHandler() http.Handler {
 		}
 		writeJSON(w, 200, struct{}{})
 	})
+	p.stateRoutes(mux)
+	p.claimRoutes(mux) // claimlocal.go
 	return mux
 }
 
@@ -163,6 +165,9 @@ func (p *Peer) Status() client.Status {
 		st.Pending = append(st.Pending, pn.Member)
 	}
 	p.mu.Unlock()
+	if f, ok := p.claims.fenceStatus(); ok && st.ClusterID != "" {
+		st.Fence = &f
+	}
 	if st.Members == nil {
 		st.Members = []client.Member{self}
 	}
@@ -204,6 +209,7 @@ func (p *Peer) Leave() error {
 	p.mu.Unlock()
 	p.stopServices()
 	p.stopMembership(true)
+	p.resetState()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	id := p.cl.ClusterID

@@ -355,7 +355,17 @@ func (p *Peer) heal(ctx context.Context) {
 		if fetch {
 			// Alone while members are around: maybe the gossip key was
 			// rotated while this node was away. Fetch it over mutual TLS.
-			p.fetchKeyring(ctx, missingAPI)
+			if p.fetchKeyring(ctx, missingAPI) {
+				// Removed by an operator: stop gossiping, so members are
+				// not flooded with messages they cannot decrypt.
+				p.stopServices()
+				p.stopMembership(false)
+				p.mu.Lock()
+				p.phase = client.PhaseRemoved
+				p.mu.Unlock()
+				p.record("remove", p.id.NodeID, "this node was removed by an operator")
+				return
+			}
 		}
 		p.joinGossip(missing, true)
 	}

@@ -347,8 +347,9 @@ func (p *Peer) syncMeta(ctx context.Context) {
 }
 
 // fetchKeyring gets the gossip keyring of a member over mutual TLS and
-// installs keys this node lacks (missed rotation while it was down).
-func (p *Peer) fetchKeyring(ctx context.Context, apis []string) {
+// installs keys this node lacks (missed rotation while it was down). It
+// reports whether the members refused this node as removed.
+func (p *Peer) fetchKeyring(ctx context.Context, apis []string) (removed bool) {
 	for _, api := range apis {
 		if api == "" {
 			continue
@@ -356,8 +357,8 @@ func (p *Peer) fetchKeyring(ctx context.Context, apis []string) {
 		var kr keyringReply
 		if err := p.callMember(ctx, "GET", api, "/v1/keyring", nil, &kr); err != nil {
 			if strings.Contains(err.Error(), ca.ErrRevoked.Error()) {
-				p.log.Error("this node was removed from its cluster by an operator: members refuse it; run `shoal cluster leave` (or wipe the data dir) to add it again as a new node", "api", api)
-				return
+				p.log.Error("this node was removed from its cluster by an operator: members refuse it; it stops gossiping. Run `shoal cluster leave` (or wipe the data dir) to add it again as a new node", "api", api)
+				return true
 			}
 			p.log.Warn("fetch gossip keyring from member", "api", api, "err", err)
 			continue
@@ -368,12 +369,12 @@ func (p *Peer) fetchKeyring(ctx context.Context, apis []string) {
 		}
 		s := p.serfInstance()
 		if s == nil {
-			return
+			return false
 		}
 		km := s.KeyManager()
 		local, err := km.ListKeys()
 		if err != nil {
-			return
+			return false
 		}
 		enc := encodeKeys(keys)
 		added := 0
@@ -391,8 +392,9 @@ func (p *Peer) fetchKeyring(ctx context.Context, apis []string) {
 			p.log.Info("installed gossip keys fetched from a member (rotated while this node was away)", "keys", added, "api", api)
 			p.record("key-rotate", p.id.NodeID, "fetched keyring")
 		}
-		return
+		return false
 	}
+	return false
 }
 
 // meshView is the Mesh given to Services.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/shoal-hci/shoal/peer/internal/ca"
 	"github.com/shoal-hci/shoal/peer/internal/discovery"
 	"github.com/shoal-hci/shoal/peer/internal/identity"
+	"github.com/shoal-hci/shoal/peer/internal/statestore"
 )
 
 // Peer is one node's shoal peer daemon.
@@ -61,6 +63,10 @@ type Peer struct {
 	listening time.Time          // when discovery started; decisions wait until every node had time to be heard
 	svcCancel context.CancelFunc // stops Services when leaving; nil when they are not running
 	svcWG     sync.WaitGroup
+
+	store    atomic.Pointer[statestore.Store] // the cluster state; nil outside Run
+	stateSvc *stateService                    // replicates it (a Service)
+	claims   *claimService                    // claims and fence (claimsvc.go)
 }
 
 type pendingNode struct {
@@ -86,13 +92,17 @@ func New(cfg Config) (*Peer, error) {
 	p := &Peer{cfg: cfg, log: cfg.Log, now: cfg.Now, events: newEventRing(1000),
 		pending: map[string]*pendingNode{}, approved: map[string]bool{}, formGroup: map[string]bool{}, failed: map[string]bool{},
 		serfEvents: make(chan serf.Event, 1024), phase: client.PhaseUnclaimed}
+	p.claims = newClaimService(p)
+	p.cfg.Services = append(p.cfg.Services[:len(p.cfg.Services):len(p.cfg.Services)], p.claims)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	if p.now == nil {
 		p.now = time.Now
 	}
-	id, created, err := identity.LoadOrCreate(cfg.DataDir, p.now())
+	p.stateSvc = &stateService{p: p}
+	p.cfg.Services = append(slices.Clone(p.cfg.Services), p.stateSvc)
+	id, created, err := identity.LoadOrCreate(cfg.DataDir, cfg.NodeID, p.now())
 	if err != nil {
 		return nil, err
 	}
@@ -170,11 +180,26 @@ func (p *Peer) GossipAddr() string {
 // Run serves until ctx ends, then shuts down (without leaving the cluster:
 // a stopped node is failed until it comes back or is removed) and returns nil.
 func (p *Peer) Run(ctx context.Context) error {
+	st, err := p.openState()
+	if err != nil {
+		return err
+	}
+	if err := p.stateSvc.open(st); err != nil {
+		st.Close()
+		return err
+	}
+	p.store.Store(st)
+	defer func() { p.stateSvc.close(); p.store.Store(nil); st.Close() }()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if err := p.claims.open(); err != nil {
+		return err
+	}
+	defer p.claims.close() // after the servers and Services stopped
 	local := &http.Server{Handler: p.localHandler(), ReadHeaderTimeout: 10 * time.Second}
+	local.RegisterOnShutdown(p.claims.endWaits) // fence long polls return at once
 	node := &http.Server{Handler: p.nodeHandler(), ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			p.mu.Lock()
@@ -285,6 +310,7 @@ func (p *Peer) beacon() discovery.Beacon {
 
 func (p *Peer) record(typ, node, detail string) {
 	p.events.add(client.Event{Time: p.now().UTC(), Type: typ, NodeID: node, Detail: detail})
+	p.stateEvent(typ, node, detail)
 }
 
 // adoptCluster makes cl this node's cluster (with p.mu held or before Run).

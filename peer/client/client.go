@@ -35,6 +35,7 @@ const (
 	PhaseUnclaimed = "unclaimed" // not in a cluster; looking for peers to form or a cluster to join
 	PhaseJoining   = "joining"   // asked a cluster for admission, waiting
 	PhaseMember    = "member"    // in a cluster
+	PhaseRemoved   = "removed"   // removed by an operator: gossip stopped; `shoal cluster leave` makes it unclaimed
 )
 
 // Admission policies.
@@ -80,6 +81,8 @@ type Status struct {
 	// Foreign lists other clusters and unclaimed nodes heard on the
 	// backplane; clusters never merge by themselves.
 	Foreign []Peer `json:"foreign,omitempty"`
+	// Fence is this node's fence while it is a member (claim.go).
+	Fence *FenceStatus `json:"fence,omitempty"`
 }
 
 // Event is a membership event.

@@ -27,6 +27,15 @@ var verbs = []verb.Verb{
 	{Name: "node approve", Summary: "admit a pending node: node approve ID [--code N]", Run: appliance.NodeApprove},
 	{Name: "node remove", Summary: "forget a dead node for good; its certificate stops working", Run: appliance.NodeRemove},
 	{Name: "node events", Summary: "recent membership events: join, fail, leave, recover... (--json)", Run: appliance.NodeEvents},
+	{Name: "state get", Summary: "debug: print one record of the cluster state: state get KEY (--json)", Run: appliance.StateGet},
+	{Name: "state ls", Summary: "debug: list cluster state records under a key prefix: state ls [PREFIX] (--json)", Run: appliance.StateLs},
+	{Name: "state put", Summary: "debug: write fields of a record: state put KEY field=value ...", Run: appliance.StatePut},
+	{Name: "state rm", Summary: "debug: delete a record of the cluster state: state rm KEY", Run: appliance.StateRm},
+	{Name: "state watch", Summary: "debug: print changes under a prefix as they happen: state watch [PREFIX] [--from REV] (--json)", Run: appliance.StateWatch},
+	{Name: "state digest", Summary: "debug: hash of the cluster state as this node sees it; equal on converged nodes (--json)", Run: appliance.StateDigest},
+	{Name: "claim get", Summary: "a resource's claim (epoch, holder) as a majority of voters sees it (--json)", Run: appliance.ClaimGet},
+	{Name: "claim ls", Summary: "this node's last known view of every claim, no network (--json)", Run: appliance.ClaimLs},
+	{Name: "claim take", Summary: "debug: claim RESOURCE for this node at the next epoch (--epoch E)", Run: appliance.ClaimTake},
 }
 
 func main() { os.Exit(verb.Main(verbs)) }

@@ -24,6 +24,10 @@ const FileName = "identity.json"
 // ErrCorrupt is returned when the identity file exists but cannot be used.
 var ErrCorrupt = errors.New("identity file is corrupt")
 
+// ErrMismatch means the stored identity and the node's node-id file name
+// two different nodes.
+var ErrMismatch = errors.New("identity does not match the node ID")
+
 // Identity is who this node is.
 type Identity struct {
 	NodeID  string             // 32 lowercase hex digits
@@ -77,22 +81,32 @@ func (id Identity) Marshal() ([]byte, error) {
 	return json.MarshalIndent(file{NodeID: id.NodeID, Seed: hex.EncodeToString(id.Key.Seed()), Created: id.Created.UTC()}, "", "  ")
 }
 
-// New makes a fresh identity.
-func New(now time.Time) (Identity, error) {
-	var raw [16]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return Identity{}, fmt.Errorf("read random node id: %w", err)
+// New makes a fresh identity with node ID nodeID, or a random one when
+// nodeID is empty.
+func New(nodeID string, now time.Time) (Identity, error) {
+	if nodeID == "" {
+		var raw [16]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return Identity{}, fmt.Errorf("read random node id: %w", err)
+		}
+		nodeID = hex.EncodeToString(raw[:])
+	}
+	if !ValidNodeID(nodeID) {
+		return Identity{}, fmt.Errorf("node id %q is not 32 lowercase hex digits", nodeID)
 	}
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return Identity{}, fmt.Errorf("generate ed25519 key: %w", err)
 	}
-	return Identity{NodeID: hex.EncodeToString(raw[:]), Key: key, Created: now.UTC().Truncate(time.Second)}, nil
+	return Identity{NodeID: nodeID, Key: key, Created: now.UTC().Truncate(time.Second)}, nil
 }
 
 // LoadOrCreate reads the identity in dir, or creates and stores a new one
-// when there is none. created says which happened.
-func LoadOrCreate(dir string, now time.Time) (id Identity, created bool, err error) {
+// when there is none; created says which happened. nodeID, when not empty,
+// is the node ID this node already goes by (the node-id file netd shares):
+// a new identity adopts it, and a stored identity with another ID is an
+// error rather than a silent second identity.
+func LoadOrCreate(dir, nodeID string, now time.Time) (id Identity, created bool, err error) {
 	path := filepath.Join(dir, FileName)
 	b, err := os.ReadFile(path)
 	switch {
@@ -101,11 +115,14 @@ func LoadOrCreate(dir string, now time.Time) (id Identity, created bool, err err
 		if err != nil {
 			return Identity{}, false, fmt.Errorf("read identity %q: %w (move it away to give this node a new identity)", path, err)
 		}
+		if nodeID != "" && id.NodeID != nodeID {
+			return Identity{}, false, fmt.Errorf("%w: %q holds node ID %s but this node goes by %s (the node-id file beside it): remove the wrong one", ErrMismatch, path, id.NodeID, nodeID)
+		}
 		return id, false, nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return Identity{}, false, fmt.Errorf("read identity %q: %w", path, err)
 	}
-	id, err = New(now)
+	id, err = New(nodeID, now)
 	if err != nil {
 		return Identity{}, false, err
 	}

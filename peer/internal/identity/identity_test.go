@@ -13,7 +13,7 @@ import (
 func TestLoadOrCreateKeepsIdentity(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	a, created, err := LoadOrCreate(dir, now)
+	a, created, err := LoadOrCreate(dir, "", now)
 	if err != nil || !created {
 		t.Fatalf("first LoadOrCreate = created %v, err %v; want created", created, err)
 	}
@@ -27,7 +27,7 @@ func TestLoadOrCreateKeepsIdentity(t *testing.T) {
 	if got := st.Mode().Perm(); got != 0o600 {
 		t.Errorf("identity file mode = %o, want 600", got)
 	}
-	b, created, err := LoadOrCreate(dir, now.Add(time.Hour))
+	b, created, err := LoadOrCreate(dir, "", now.Add(time.Hour))
 	if err != nil || created {
 		t.Fatalf("second LoadOrCreate = created %v, err %v; want loaded", created, err)
 	}
@@ -46,7 +46,7 @@ func TestLoadOrCreateCorrupt(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, FileName)
 			os.WriteFile(path, []byte(content), 0o600)
-			_, _, err := LoadOrCreate(dir, time.Unix(0, 0))
+			_, _, err := LoadOrCreate(dir, "", time.Unix(0, 0))
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("err = %v, want ErrCorrupt", err)
 			}
@@ -59,15 +59,15 @@ func TestLoadOrCreateCorrupt(t *testing.T) {
 }
 
 func TestTwoIdentitiesDiffer(t *testing.T) {
-	a, _ := New(time.Unix(0, 0))
-	b, _ := New(time.Unix(0, 0))
+	a, _ := New("", time.Unix(0, 0))
+	b, _ := New("", time.Unix(0, 0))
 	if a.NodeID == b.NodeID {
 		t.Errorf("two new identities share node id %s", a.NodeID)
 	}
 }
 
 func FuzzParse(f *testing.F) {
-	id, _ := New(time.Unix(0, 0))
+	id, _ := New("", time.Unix(0, 0))
 	good, _ := id.Marshal()
 	f.Add(good)
 	f.Add([]byte(`{}`))
@@ -86,4 +86,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed identity: %v", err)
 		}
 	})
+}
+
+func TestAdoptsNodeIDAndRefusesAnother(t *testing.T) {
+	dir := t.TempDir()
+	const want = "0123456789abcdef0123456789abcdef"
+	id, created, err := LoadOrCreate(dir, want, time.Unix(0, 0))
+	if err != nil || !created {
+		t.Fatalf("LoadOrCreate = %v, created %v", err, created)
+	}
+	if id.NodeID != want {
+		t.Errorf("new identity has node ID %s, want the given %s", id.NodeID, want)
+	}
+	if again, _, err := LoadOrCreate(dir, want, time.Unix(0, 0)); err != nil || again.NodeID != want {
+		t.Errorf("reload with the same node ID = %v, %v", again.NodeID, err)
+	}
+	if _, _, err := LoadOrCreate(dir, "ffffffffffffffffffffffffffffffff", time.Unix(0, 0)); !errors.Is(err, ErrMismatch) {
+		t.Errorf("reload with another node ID: err = %v, want ErrMismatch", err)
+	}
+	if _, _, err := LoadOrCreate(t.TempDir(), "not-hex", time.Unix(0, 0)); err == nil {
+		t.Error("a malformed node ID was adopted")
+	}
 }
