@@ -39,7 +39,8 @@
 // on the private backplane). Cluster settings (policy, revocations) live
 // in cluster.json, spread by serf user events and a periodic mTLS pull,
 // until the state store carries them. Membership events are kept in
-// memory (last 1000). A pending node waits at the member it asked; status
+// memory (last 1000, `shoal node events`) and recorded as event records in
+// the cluster state (member.<type>, with retention). A pending node waits at the member it asked; status
 // gathers pending nodes from every member.
 //
 // Concurrency: Run owns every goroutine it starts and waits for them;

@@ -130,7 +130,9 @@ func TestFastMembershipAdmission(t *testing.T) {
 		}
 		return st.Phase == client.PhaseRemoved, n4 + " is in phase " + st.Phase
 	})
-	undecryptable := func() int { return strings.Count(readFile(c.LogPath("node1", "peer")), "no installed keys could decrypt") }
+	undecryptable := func() int {
+		return strings.Count(readFile(c.LogPath("node1", "peer")), "no installed keys could decrypt")
+	}
 	before := undecryptable()
 	time.Sleep(3 * time.Second) // real processes: watch the log for a while
 	if after := undecryptable(); after > before {
