@@ -3,12 +3,14 @@
 package qa_test
 
 import (
+	"encoding/json"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoal-hci/shoal/netd"
 	"github.com/shoal-hci/shoal/peer/client"
 	"github.com/shoal-hci/shoal/qa"
 )
@@ -40,6 +42,8 @@ func TestFastMembershipFormJoinFailPartition(t *testing.T) {
 	needsRoot(t)
 	c := qa.NewCluster(t, qa.Options{Nodes: 3, Disks: -1})
 	c.WaitFor("3 fresh nodes form one cluster with no input", 2*time.Minute, c.OneCluster("node1", "node2", "node3"))
+
+	checkNetd(t, c, "node1", "node2")
 
 	n4 := c.AddNode()
 	c.WaitFor(n4+" plugged in joins by itself (policy auto)", 2*time.Minute, c.OneCluster("node1", "node2", "node3", n4))
@@ -143,6 +147,42 @@ func TestFastMembershipAdmission(t *testing.T) {
 	if slices.ContainsFunc(st.Members, func(m client.Member) bool { return m.ID == id4 && m.State == client.StateAlive }) {
 		t.Errorf("removed node %s is alive in node1's view", id4)
 	}
+}
+
+// checkNetd: `shoal net status --json` on node shows the link, a bound
+// lease and the unique-local backplane address, which other reaches and
+// which peer gossips on.
+func checkNetd(t *testing.T, c *qa.Cluster, node, other string) {
+	t.Helper()
+	out, err := c.Shoal(node, "net", "status", "--json")
+	if err != nil {
+		t.Fatalf("shoal net status on %s: %v: %s", node, err, out)
+	}
+	var ns netd.Status
+	if err := json.Unmarshal([]byte(out), &ns); err != nil {
+		t.Fatalf("shoal net status --json: %v: %q", err, out)
+	}
+	if !ns.Ready || ns.LAN == "" || len(ns.Links) == 0 {
+		t.Errorf("%s: netd not ready or no LAN link: %s", node, out)
+	}
+	if !slices.ContainsFunc(ns.DHCP, func(d netd.DHCPStatus) bool { return d.State == "bound" && d.Address != "" }) {
+		t.Errorf("%s: no bound DHCP lease (dnsmasq serves the bridge): %+v", node, ns.DHCP)
+	}
+	addr, _, _ := strings.Cut(ns.Backplane.Address, "/")
+	if !strings.HasPrefix(addr, "fd53:686f:616c:") {
+		t.Fatalf("%s: backplane address %q is not in fd53:686f:616c::/64", node, ns.Backplane.Address)
+	}
+	if out, err := c.Exec(other, "ping", "-6", "-c1", "-W2", addr); err != nil {
+		t.Errorf("%s cannot reach %s's backplane address %s: %v: %s", other, node, addr, err, out)
+	}
+	st, err := c.PeerStatus(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Self.Gossip, addr) {
+		t.Errorf("%s gossips on %s, not on its backplane address %s", node, st.Self.Gossip, addr)
+	}
+	t.Logf("%s: lan %s, lease %v, backplane %s", node, ns.LAN, ns.DHCP[0].Address, addr)
 }
 
 func readFile(path string) string {
