@@ -8,7 +8,6 @@ VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo 0.0.0-dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILDINFO := github.com/shoal-hci/shoal/appliance/internal/buildinfo
 LDFLAGS := -s -w -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT)
-export CGO_ENABLED ?= 0
 
 # Every Debian package the project needs on a fresh bookworm machine.
 DEBS := \
@@ -29,8 +28,8 @@ help: ## list the targets
 
 .PHONY: build
 build: ## build bin/shoal and bin/shoal-qa
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal ./appliance/cmd/shoal
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal-qa ./qa/cmd/shoal-qa
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal ./appliance/cmd/shoal
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal-qa ./qa/cmd/shoal-qa
 
 .PHONY: deps
 deps: ## install every Debian package and Go module the project needs (idempotent)
@@ -86,7 +85,7 @@ demo-down: ## remove the demo cluster
 
 .PHONY: image
 image: build ## build the bootable appliance image into out/ (root; ~4 min cold, seconds warm)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal-image ./image-build/cmd/shoal-image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal-image ./image-build/cmd/shoal-image
 	$(BIN)/shoal-image build --shoal $(BIN)/shoal --out out --version $(VERSION)
 
 .PHONY: clean
