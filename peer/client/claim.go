@@ -1,14 +1,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"time"
@@ -138,41 +134,11 @@ func (c *Client) WaitFence(ctx context.Context, last FenceStatus) (FenceStatus, 
 }
 
 func (c *Client) claimCall(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) {
-			return fmt.Errorf("reach shoal peer: %w (is `shoal peer` running?)", err)
-		}
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read reply: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		e := &ClaimError{Status: resp.StatusCode}
-		if json.Unmarshal(b, e) != nil || e.Msg == "" {
-			e.Msg = fmt.Sprintf("%s %s: %s", method, path, resp.Status)
+	return c.call(ctx, method, path, in, out, func(status int, body []byte) error {
+		e := &ClaimError{Status: status}
+		if json.Unmarshal(body, e) != nil || e.Msg == "" {
+			e.Msg = fmt.Sprintf("%s %s: HTTP %d", method, path, status)
 		}
 		return e
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
-	}
-	return nil
+	})
 }

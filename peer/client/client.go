@@ -196,6 +196,19 @@ func (c *Client) Remove(ctx context.Context, id string) error {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return c.call(ctx, method, path, in, out, func(status int, body []byte) error {
+		e := &Error{Status: status}
+		if json.Unmarshal(body, e) != nil || e.Msg == "" {
+			return nil
+		}
+		return e
+	})
+}
+
+// call makes one request of the local API. An answer of status 300 or
+// more becomes the error apiErr makes of its body, or, when apiErr returns
+// nil (no JSON error in the body), an Error naming the status.
+func (c *Client) call(ctx context.Context, method, path string, in, out any, apiErr func(status int, body []byte) error) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -223,11 +236,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("%s %s: read reply: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
-		e := &Error{Status: resp.StatusCode}
-		if json.Unmarshal(b, e) != nil || e.Msg == "" {
-			e.Msg = fmt.Sprintf("%s %s: %s", method, path, resp.Status)
+		if err := apiErr(resp.StatusCode, b); err != nil {
+			return err
 		}
-		return e
+		return &Error{Status: resp.StatusCode, Msg: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
