@@ -206,7 +206,15 @@ func (p *Peer) Leave() error {
 		p.mu.Unlock()
 		return ErrNotMember
 	}
+	// Hold the Services down while leaving: the control loop still sees
+	// phase member and would start them again while stopServices waits.
+	p.svcHold = true
 	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.svcHold = false
+		p.mu.Unlock()
+	}()
 	p.stopServices()
 	p.stopMembership(true)
 	p.resetState()

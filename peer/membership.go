@@ -358,11 +358,11 @@ func (p *Peer) heal(ctx context.Context) {
 			if p.fetchKeyring(ctx, missingAPI) {
 				// Removed by an operator: stop gossiping, so members are
 				// not flooded with messages they cannot decrypt.
+				p.mu.Lock()
+				p.phase = client.PhaseRemoved // first: the tick starts Services only for members
+				p.mu.Unlock()
 				p.stopServices()
 				p.stopMembership(false)
-				p.mu.Lock()
-				p.phase = client.PhaseRemoved
-				p.mu.Unlock()
 				p.record("remove", p.id.NodeID, "this node was removed by an operator")
 				return
 			}

@@ -426,7 +426,7 @@ func (m meshView) URL(id, path string) (string, error) {
 func (p *Peer) startServices(ctx context.Context) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.svcCancel != nil || len(p.cfg.Services) == 0 {
+	if p.svcCancel != nil || p.svcHold || len(p.cfg.Services) == 0 {
 		return
 	}
 	sctx, cancel := context.WithCancel(ctx)

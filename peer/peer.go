@@ -62,6 +62,7 @@ type Peer struct {
 	lastFetch time.Time          // last keyring fetch over mTLS (rate-limited)
 	listening time.Time          // when discovery started; decisions wait until every node had time to be heard
 	svcCancel context.CancelFunc // stops Services when leaving; nil when they are not running
+	svcHold   bool               // Services must not start: the node is leaving (the tick would restart them under stopServices)
 	svcWG     sync.WaitGroup
 
 	store    atomic.Pointer[statestore.Store] // the cluster state; nil outside Run

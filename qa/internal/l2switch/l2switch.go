@@ -153,6 +153,13 @@ func (s *Switch) route(in *Port, frame []byte) []*Port {
 	if src[0]&1 == 0 {
 		s.macs[src] = learned{port: in, at: now}
 	}
+	if dst[0] == 0x01 && dst[1] == 0x80 && dst[2] == 0xc2 && dst[3] == 0 && dst[4] == 0 && dst[5] <= 0x0f {
+		// IEEE 802.1D reserved addresses (STP, LACP and other slow
+		// protocols, LLDP): a bridge without those protocols drops them,
+		// as a plain switch does; flooding LACPDUs would make bonds in
+		// 802.3ad mode partner with each other across the switch.
+		return nil
+	}
 	group := in.group.Load()
 	if dst[0]&1 == 0 {
 		if l, ok := s.macs[dst]; ok && now.Sub(l.at) < AgeOut {

@@ -90,6 +90,15 @@ func TestSwitch(t *testing.T) {
 		t.Errorf("c got %q: a learned unicast leaked", got)
 	}
 
+	// IEEE 802.1D reserved addresses (here LACP's) are not forwarded.
+	a.send(t, []byte{0x01, 0x80, 0xc2, 0, 0, 0x02}, "lacp")
+	if got := b.recv(short); got != "" {
+		t.Errorf("b got %q: a slow-protocols frame was forwarded", got)
+	}
+	if got := c.recv(short); got != "" {
+		t.Errorf("c got %q: a slow-protocols frame was forwarded", got)
+	}
+
 	// A downed port neither sends nor receives.
 	ports[1].SetDown(true)
 	a.send(t, b.mac, "lost")
