@@ -107,26 +107,28 @@ type failover struct {
 	activeTo   []string // A's active slaves seen after the pull
 }
 
-func runNetbondFailover(t testing.TB) failover {
+// bondGuestFiles skips without root or QEMU and returns what every bond
+// guest needs: the shoal binary, the Debian kernel, busybox, and a scratch
+// dir (kept when the test fails).
+func bondGuestFiles(ctx context.Context, t testing.TB, prefix string) (shoal string, k guest.Kernel, bb, dir string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("the bond scenario needs root (apt-get download of the Debian kernel into the cache)")
+		t.Skip("the bond scenarios need root (apt-get download of the Debian kernel into the cache)")
 	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("needs qemu-system-x86_64 (make deps)")
 	}
-	shoal := netbondShoal(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	shoal = netbondShoal(t)
 	cache := guest.DefaultCacheDir()
 	k, err := guest.FetchKernel(ctx, cache)
 	if err != nil {
 		t.Skipf("no guest kernel: %v", err)
 	}
-	bb, err := guest.FetchBusybox(ctx, cache)
+	bb, err = guest.FetchBusybox(ctx, cache)
 	if err != nil {
 		t.Skipf("no busybox: %v", err)
 	}
-	dir, err := os.MkdirTemp("", "nb")
+	dir, err = os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,9 +139,16 @@ func runNetbondFailover(t testing.TB) failover {
 		}
 		os.RemoveAll(dir)
 	})
+	return shoal, k, bb, dir
+}
+
+func runNetbondFailover(t testing.TB) failover {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	shoal, k, bb, dir := bondGuestFiles(ctx, t, "nb")
 	initrd := filepath.Join(dir, "initrd")
 	script := strings.Replace(netbondScript, "NPINGS", strconv.Itoa(netbondPings), 1)
-	err = guest.Initramfs{Kernel: k, Busybox: bb, Script: script,
+	err := guest.Initramfs{Kernel: k, Busybox: bb, Script: script,
 		Modules: []string{"virtio_pci", "virtio_net", "virtio_console", "bonding"},
 		Files:   map[string]string{"/shoal": shoal}}.Build(initrd)
 	if err != nil {

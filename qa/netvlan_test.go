@@ -5,8 +5,6 @@ package qa_test
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -96,38 +94,12 @@ type netvlanRun struct {
 // During the pings, act (if not nil) runs with the guests and the time B
 // started pinging.
 func runNetvlan(t *testing.T, mode string, pings int, act func(ctx context.Context, a *guest.VM, pingStart time.Time)) netvlanRun {
-	if os.Geteuid() != 0 {
-		t.Skip("the bond scenarios need root (apt-get download of the Debian kernel into the cache)")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("needs qemu-system-x86_64 (make deps)")
-	}
-	shoal := netbondShoal(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cache := guest.DefaultCacheDir()
-	k, err := guest.FetchKernel(ctx, cache)
-	if err != nil {
-		t.Skipf("no guest kernel: %v", err)
-	}
-	bb, err := guest.FetchBusybox(ctx, cache)
-	if err != nil {
-		t.Skipf("no busybox: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "nv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("guest files kept in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	shoal, k, bb, dir := bondGuestFiles(ctx, t, "nv")
 	initrd := filepath.Join(dir, "initrd")
 	script := strings.NewReplacer("VLANID", strconv.Itoa(netvlanID), "PROBE", netvlanProbe).Replace(netvlanScript)
-	err = guest.Initramfs{Kernel: k, Busybox: bb, Script: script,
+	err := guest.Initramfs{Kernel: k, Busybox: bb, Script: script,
 		Modules: []string{"virtio_pci", "virtio_net", "virtio_console", "bonding", "8021q"},
 		Files:   map[string]string{"/shoal": shoal}}.Build(initrd)
 	if err != nil {
