@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/shoal-hci/shoal/hypervisor/qmp"
 )
 
 // NIC is one virtio NIC of a guest. It reports 1000 Mb/s full duplex:
@@ -41,7 +43,7 @@ type Config struct {
 type VM struct {
 	cfg     Config
 	cmd     *exec.Cmd
-	qmp     *QMP
+	qmp     *qmp.Client
 	exited  chan struct{}
 	waitErr error
 	// Results is the file the guest's results port writes to; Console
@@ -69,7 +71,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		"-name", cfg.Name, "-accel", "tcg", "-m", fmt.Sprint(cfg.MemMB), "-smp", "1",
 		"-nodefaults", "-no-reboot", "-display", "none", "-vga", "none",
 		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd,
-		"-append", strings.TrimSpace("console=ttyS0 panic=-1 loglevel=4 " + cfg.Append),
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 loglevel=4 no_timer_check " + cfg.Append),
 		"-serial", "file:" + vm.Console,
 		"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
 		"-device", "virtio-serial-pci",
@@ -98,7 +100,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	}()
 	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	vm.qmp, err = DialQMP(qctx, qmpSock)
+	vm.qmp, err = qmp.Dial(qctx, qmpSock)
 	if err != nil {
 		vm.Stop()
 		b, _ := os.ReadFile(filepath.Join(cfg.Dir, cfg.Name+".qemu.log"))

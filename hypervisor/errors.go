@@ -1,0 +1,11 @@
+package hypervisor
+
+import "errors"
+
+var (
+	// ErrBadConfig is wrapped by every Config validation error.
+	ErrBadConfig = errors.New("invalid hypervisor config")
+	// ErrBadRecord is wrapped when a vm/<name> record cannot be decoded
+	// or holds values out of range.
+	ErrBadRecord = errors.New("invalid vm record")
+)
