@@ -11,9 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
-
-	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/shoal-hci/shoal/appliance/internal/buildinfo"
 	"github.com/shoal-hci/shoal/appliance/internal/verb"
@@ -66,31 +63,7 @@ func Peer(ctx context.Context, env *verb.Env, args []string) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cfg.Ready = func() {
-		if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-			env.Log.Warn("sd_notify READY", "err", err)
-		} else if ok {
-			env.Log.Debug("notified systemd: ready")
-		}
-		interval, err := daemon.SdWatchdogEnabled(false)
-		if err != nil || interval == 0 {
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(interval / 2)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					daemon.SdNotify(false, daemon.SdNotifyWatchdog)
-				}
-			}
-		}()
-	}
+	cfg.Ready = systemdReady(ctx, env, &wg)
 	p, err := peer.New(cfg)
 	if err != nil {
 		return err

@@ -24,6 +24,9 @@ func TestConfigValidate(t *testing.T) {
 		{"accel xen", func(c *Config) { c.Accel = "xen" }, false},
 		{"accel tcg", func(c *Config) { c.Accel = "tcg" }, true},
 		{"negative grace", func(c *Config) { c.StopGrace = -time.Second }, false},
+		{"negative failover wait", func(c *Config) { c.FailoverWait = -time.Second }, false},
+		{"relative nbd socket", func(c *Config) { c.NBDSocket = "scribe.sock" }, false},
+		{"zero waits take defaults", func(c *Config) { c.FailoverWait, c.Interval, c.PeerSocket = 0, 0, "" }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

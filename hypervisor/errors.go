@@ -9,3 +9,6 @@ var (
 	// or holds values out of range.
 	ErrBadRecord = errors.New("invalid vm record")
 )
+
+// ErrNoPlacement is returned by Place when no node can take a VM.
+var ErrNoPlacement = errors.New("no node can run the vm")

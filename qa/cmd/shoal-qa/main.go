@@ -44,6 +44,7 @@ Usage: shoal-qa [--dir D] VERB [ARGS]   (D defaults to $SHOAL_QA_DIR or /tmp/sho
   disk-full NODE DISK         writes that allocate on DISK return ENOSPC
   disk-heal NODE DISK         DISK works again
   add-node                    plug in a new node and start its daemons
+  bench scribe [FLAGS]        fio: a 2-replica VSD in a cluster vs qemu-nbd (shoal-qa bench help)
 `
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -289,6 +290,8 @@ func dispatch(ctx context.Context, verb, dir string, args []string) error {
 		}
 		_, err = c.AddNode(ctx)
 		return err
+	case "bench":
+		return benchMain(ctx, dir, args) // figures (bench.go)
 	case "fusedisk":
 		// Hidden: the per-node disk server that up starts.
 		var backs []faultdisk.Backing

@@ -81,7 +81,7 @@ func (s *Store) Check(ctx context.Context) error {
 			continue
 		}
 		c.mu.RLock()
-		if h.VSD != c.hdr.VSD || h.Extent != c.hdr.Extent || h.Epoch != c.hdr.Epoch || h.Generation != c.hdr.Generation || !bytes.Equal(h.Written, c.hdr.Written) {
+		if h.VSD != c.hdr.VSD || h.Extent != c.hdr.Extent || h.Epoch != c.hdr.Epoch || h.Generation != c.hdr.Generation || h.Stamp != c.hdr.Stamp || !bytes.Equal(h.Written, c.hdr.Written) {
 			bad("slot %d: header on disk %+v differs from memory %+v", slot, h, c.hdr)
 		}
 		for i := range blocks {

@@ -10,8 +10,8 @@
 //	aligned  chunk area: chunk i at DataOffset + i*ChunkSize
 //
 // A chunk record holds a 512-byte header (state, format nonce, VSD ID,
-// extent index, epoch, generation, a bitmap of written blocks, CRC-32C)
-// and two checksum slots per block. A block's data is valid when its
+// extent index, epoch, generation, a bitmap of written blocks, the
+// replicated layer's stamp, CRC-32C) and two checksum slots per block. A block's data is valid when its
 // CRC-32C equals either slot; a write stores the new checksum in the slot
 // that does not describe the current data, then writes the data, then
 // (for a block written for the first time) sets its written bit. So a
@@ -24,7 +24,11 @@
 //   - A read never returns bytes whose checksum does not match: it returns
 //     ErrChecksum instead. Unwritten blocks and absent chunks read as zero.
 //   - A write whose epoch is older than the chunk's is refused with
-//     ErrStaleEpoch and changes nothing.
+//     ErrStaleEpoch and changes nothing. After Fence(vsd, e) every chunk
+//     of vsd is at epoch e or newer and, until the store is closed, no
+//     chunk of vsd is allocated for an older epoch.
+//   - A chunk's Stamp (generation and member disks of the replicated
+//     layer) only grows: requests carrying an older stamp leave it as is.
 //   - Format never overwrites a disk that holds any non-zero byte in its
 //     first 64 KiB unless FormatOptions.Force is set.
 //   - Write with fua, and Sync, return only once data and metadata are on

@@ -25,7 +25,25 @@ const (
 	recordMagic   = 0x4b4e4843 // "CHNK"
 	stateUsed     = 1
 	probeSize     = 64 << 10
+
+	// stampOffset holds the replication stamp in a record header: the
+	// generation (u64) then MaxMembers disk IDs. The written-block bitmap
+	// (at most 256 bytes for 8 MiB chunks) ends before it.
+	stampOffset = 384
 )
+
+// MaxMembers is the most replicas a Stamp names.
+const MaxMembers = 3
+
+// Stamp is the replicated layer's version of one extent, kept in the
+// chunk header: Gen grows whenever the set of up-to-date replicas shrinks,
+// and Members names the disks that hold generation Gen (zero IDs unused).
+// The store only persists it: a stamp with a higher Gen replaces the
+// chunk's, a lower one is ignored.
+type Stamp struct {
+	Gen     uint64
+	Members [MaxMembers]ID
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -154,6 +172,7 @@ type header struct {
 	Epoch      uint64
 	Generation uint64
 	Written    []byte // one bit per block
+	Stamp      Stamp
 }
 
 func (h header) encode(nonce uint64, blocks int) []byte {
@@ -171,6 +190,10 @@ func (h header) encode(nonce uint64, blocks int) []byte {
 	le.PutUint64(b[48:], h.Epoch)
 	le.PutUint64(b[56:], h.Generation)
 	copy(b[64:64+blocks/8], h.Written)
+	le.PutUint64(b[stampOffset:], h.Stamp.Gen)
+	for i, m := range h.Stamp.Members {
+		copy(b[stampOffset+8+16*i:], m[:])
+	}
 	le.PutUint32(b[headerSize-4:], crc(b[:headerSize-4]))
 	return b
 }
@@ -180,7 +203,7 @@ func (h header) encode(nonce uint64, blocks int) []byte {
 // but fails its checks.
 func decodeHeader(b []byte, nonce uint64, slot uint64, blocks int) (h header, ok bool, err error) {
 	le := binary.LittleEndian
-	if len(b) < headerSize || blocks/8 > headerSize-68 || le.Uint32(b[0:]) != recordMagic || le.Uint64(b[8:]) != nonce {
+	if len(b) < headerSize || 64+blocks/8 > stampOffset || le.Uint32(b[0:]) != recordMagic || le.Uint64(b[8:]) != nonce {
 		return header{}, false, nil
 	}
 	if got, want := crc(b[:headerSize-4]), le.Uint32(b[headerSize-4:]); got != want {
@@ -198,6 +221,10 @@ func decodeHeader(b []byte, nonce uint64, slot uint64, blocks int) (h header, ok
 		Written:    bytes.Clone(b[64 : 64+blocks/8]),
 	}
 	copy(h.VSD[:], b[24:])
+	h.Stamp.Gen = le.Uint64(b[stampOffset:])
+	for i := range h.Stamp.Members {
+		copy(h.Stamp.Members[i][:], b[stampOffset+8+16*i:])
+	}
 	if h.Slot != slot {
 		return header{}, false, fmt.Errorf("record %d names slot %d: %w", slot, h.Slot, ErrCorrupt)
 	}

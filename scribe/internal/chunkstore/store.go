@@ -115,7 +115,8 @@ type Store struct {
 	mu     sync.Mutex
 	closed bool
 	byKey  map[ChunkKey]*chunk
-	free   []uint64 // free slots, popped from the end
+	free   []uint64      // free slots, popped from the end
+	fences map[ID]uint64 // VSD → lowest epoch allowed to allocate, see Fence
 
 	usedSlots map[uint64]bool // only while Open builds the free list
 
@@ -133,7 +134,7 @@ func Open(dev Device) (*Store, error) {
 	if size, err := dev.Size(); err != nil || uint64(size) < sb.DiskSize {
 		return nil, fmt.Errorf("open chunk store: disk is %d bytes, format needs %d: %w", size, sb.DiskSize, errors.Join(ErrCorrupt, err))
 	}
-	s := &Store{dev: dev, sb: sb, byKey: map[ChunkKey]*chunk{}}
+	s := &Store{dev: dev, sb: sb, byKey: map[ChunkKey]*chunk{}, fences: map[ID]uint64{}}
 	rs := sb.recordSize()
 	per := max(1, (1<<20)/rs)
 	buf := make([]byte, per*rs)
@@ -302,6 +303,10 @@ func (s *Store) allocate(key ChunkKey, epoch uint64) (*chunk, error) {
 		s.mu.Unlock()
 		return s.allocate(key, epoch)
 	}
+	if f := s.fences[key.VSD]; epoch < f {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("allocate extent %d of VSD %s at epoch %d, VSD is fenced at %d: %w", key.Extent, key.VSD, epoch, f, ErrStaleEpoch)
+	}
 	if len(s.free) == 0 {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("allocate chunk for extent %d of VSD %s: %w", key.Extent, key.VSD, ErrFull)
@@ -375,6 +380,8 @@ type ChunkInfo struct {
 	Generation uint64
 	// Written has one bit per block (bit i%8 of byte i/8).
 	Written []byte
+	// Stamp is the replicated layer's version of the extent.
+	Stamp Stamp
 }
 
 // Info returns the chunk holding key, if any.
@@ -388,7 +395,7 @@ func (s *Store) Info(key ChunkKey) (ChunkInfo, bool) {
 }
 
 func (c *chunk) info(key ChunkKey) ChunkInfo {
-	return ChunkInfo{Key: key, Slot: c.hdr.Slot, Epoch: c.hdr.Epoch, Generation: c.hdr.Generation, Written: bytes.Clone(c.hdr.Written)}
+	return ChunkInfo{Key: key, Slot: c.hdr.Slot, Epoch: c.hdr.Epoch, Generation: c.hdr.Generation, Written: bytes.Clone(c.hdr.Written), Stamp: c.hdr.Stamp}
 }
 
 // Chunks lists the chunks of one VSD in extent order.
@@ -473,6 +480,12 @@ func (s *Store) readLocked(c *chunk, off int64, p []byte) error {
 // on first write. With fua it is durable on return. A write with an epoch
 // older than the chunk's fails with ErrStaleEpoch.
 func (s *Store) Write(ctx context.Context, key ChunkKey, epoch uint64, off int64, p []byte, fua bool) error {
+	return s.WriteStamped(ctx, key, epoch, Stamp{}, off, p, fua)
+}
+
+// WriteStamped is Write that also records st as the chunk's stamp when it
+// is newer (see Stamp).
+func (s *Store) WriteStamped(ctx context.Context, key ChunkKey, epoch uint64, st Stamp, off int64, p []byte, fua bool) error {
 	if err := s.checkRange(off, len(p)); err != nil {
 		return fmt.Errorf("write chunk: %w", err)
 	}
@@ -483,7 +496,7 @@ func (s *Store) Write(ctx context.Context, key ChunkKey, epoch uint64, off int64
 	if err != nil {
 		return err
 	}
-	err = s.writeLocked(c, key, epoch, off, p)
+	err = s.writeLocked(c, key, epoch, st, off, p)
 	if c.hdr.Generation == 0 && bytes.Equal(c.hdr.Written, make([]byte, len(c.hdr.Written))) {
 		// A new chunk whose first write failed: give the slot back.
 		c.freed = true
@@ -499,7 +512,7 @@ func (s *Store) Write(ctx context.Context, key ChunkKey, epoch uint64, off int64
 	return err
 }
 
-func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, off int64, p []byte) error {
+func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off int64, p []byte) error {
 	if epoch < c.hdr.Epoch {
 		return fmt.Errorf("write extent %d of VSD %s at epoch %d, chunk is at %d: %w", key.Extent, key.VSD, epoch, c.hdr.Epoch, ErrStaleEpoch)
 	}
@@ -555,6 +568,9 @@ func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, off int64, p [
 	h := c.hdr
 	h.Written = bytes.Clone(h.Written)
 	dirty := epoch > h.Epoch || h.Generation == 0
+	if next, newer := mergeStamp(h.Stamp, st); newer {
+		h.Stamp, dirty = next, true
+	}
 	for i := b0; i <= b1; i++ {
 		if !bit(h.Written, i) {
 			setBit(h.Written, i)
@@ -585,6 +601,12 @@ func (c *chunk) forget(b0, b1 int) {
 // are unmapped, partial blocks are written with zeroes, and a chunk left
 // with no written block is freed. With fua it is durable on return.
 func (s *Store) Zero(ctx context.Context, key ChunkKey, epoch uint64, off, n int64, fua bool) error {
+	return s.ZeroStamped(ctx, key, epoch, Stamp{}, off, n, fua)
+}
+
+// ZeroStamped is Zero that also records st as the chunk's stamp when it is
+// newer and the chunk survives.
+func (s *Store) ZeroStamped(ctx context.Context, key ChunkKey, epoch uint64, st Stamp, off, n int64, fua bool) error {
 	if err := s.checkRange(off, int(n)); err != nil {
 		return fmt.Errorf("zero chunk: %w", err)
 	}
@@ -592,7 +614,7 @@ func (s *Store) Zero(ctx context.Context, key ChunkKey, epoch uint64, off, n int
 	if err != nil || c == nil {
 		return err
 	}
-	err = s.zeroLocked(c, key, epoch, off, n)
+	err = s.zeroLocked(c, key, epoch, st, off, n)
 	c.mu.Unlock()
 	if err == nil && fua {
 		err = s.Sync()
@@ -600,19 +622,19 @@ func (s *Store) Zero(ctx context.Context, key ChunkKey, epoch uint64, off, n int
 	return err
 }
 
-func (s *Store) zeroLocked(c *chunk, key ChunkKey, epoch uint64, off, n int64) error {
+func (s *Store) zeroLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off, n int64) error {
 	if epoch < c.hdr.Epoch {
 		return fmt.Errorf("zero extent %d of VSD %s at epoch %d, chunk is at %d: %w", key.Extent, key.VSD, epoch, c.hdr.Epoch, ErrStaleEpoch)
 	}
 	end := off + n
 	first, last := roundUp(off, BlockSize), end/BlockSize*BlockSize
 	if first > last { // inside one block
-		return s.zeroPartial(c, key, epoch, off, end)
+		return s.zeroPartial(c, key, epoch, st, off, end)
 	}
-	if err := s.zeroPartial(c, key, epoch, off, first); err != nil {
+	if err := s.zeroPartial(c, key, epoch, st, off, first); err != nil {
 		return err
 	}
-	if err := s.zeroPartial(c, key, epoch, last, end); err != nil {
+	if err := s.zeroPartial(c, key, epoch, st, last, end); err != nil {
 		return err
 	}
 	if first == last {
@@ -627,6 +649,7 @@ func (s *Store) zeroLocked(c *chunk, key ChunkKey, epoch uint64, off, n int64) e
 		return s.release(key, c)
 	}
 	h.Epoch = max(h.Epoch, epoch)
+	h.Stamp, _ = mergeStamp(h.Stamp, st)
 	h.Generation++
 	if err := s.writeRecord(h, c); err != nil {
 		return err
@@ -636,11 +659,11 @@ func (s *Store) zeroLocked(c *chunk, key ChunkKey, epoch uint64, off, n int64) e
 }
 
 // zeroPartial writes zeroes into [from, to) within one block, if written.
-func (s *Store) zeroPartial(c *chunk, key ChunkKey, epoch uint64, from, to int64) error {
+func (s *Store) zeroPartial(c *chunk, key ChunkKey, epoch uint64, st Stamp, from, to int64) error {
 	if from >= to || !bit(c.hdr.Written, int(from/BlockSize)) {
 		return nil
 	}
-	return s.writeLocked(c, key, epoch, from, make([]byte, to-from))
+	return s.writeLocked(c, key, epoch, st, from, make([]byte, to-from))
 }
 
 // Free releases the chunk for key (all its blocks read as zero after).
@@ -654,4 +677,103 @@ func (s *Store) Free(ctx context.Context, key ChunkKey, epoch uint64) error {
 		return fmt.Errorf("free extent %d of VSD %s at epoch %d, chunk is at %d: %w", key.Extent, key.VSD, epoch, c.hdr.Epoch, ErrStaleEpoch)
 	}
 	return s.release(key, c)
+}
+
+// mergeStamp returns the stamp a chunk holding cur keeps after a request
+// carrying st, and whether it changed: a higher generation wins, and a
+// chunk without members takes those of an equal generation.
+func mergeStamp(cur, st Stamp) (Stamp, bool) {
+	if st.Gen > cur.Gen || (st.Gen == cur.Gen && cur.Members == [MaxMembers]ID{} && st.Members != [MaxMembers]ID{}) {
+		return st, true
+	}
+	return cur, false
+}
+
+// SetStamp records st on the chunk for key when it is newer than the
+// chunk's stamp (see Stamp); an absent chunk is left absent. With fua it is
+// durable on return. An epoch older than the chunk's is refused with
+// ErrStaleEpoch.
+func (s *Store) SetStamp(ctx context.Context, key ChunkKey, epoch uint64, st Stamp, fua bool) error {
+	c, err := s.lookup(key, true)
+	if err != nil || c == nil {
+		return err
+	}
+	err = func() error {
+		defer c.mu.Unlock()
+		if epoch < c.hdr.Epoch {
+			return fmt.Errorf("stamp extent %d of VSD %s at epoch %d, chunk is at %d: %w", key.Extent, key.VSD, epoch, c.hdr.Epoch, ErrStaleEpoch)
+		}
+		next, newer := mergeStamp(c.hdr.Stamp, st)
+		if !newer && epoch == c.hdr.Epoch {
+			return nil
+		}
+		h := c.hdr
+		h.Stamp, h.Epoch = next, epoch
+		h.Generation++
+		if err := s.writeRecord(h, c); err != nil {
+			return err
+		}
+		c.hdr = h
+		return nil
+	}()
+	if err == nil && fua {
+		err = s.Sync()
+	}
+	return err
+}
+
+// Fence raises every chunk of vsd to epoch (rewriting their headers) and
+// refuses, until the store is closed, to allocate a chunk of vsd for an
+// older epoch: afterwards any request from an owner with an older epoch
+// fails with ErrStaleEpoch. It fails with ErrStaleEpoch, changing nothing
+// more, if a chunk or an earlier fence is newer than epoch. The chunk
+// headers are synced before it returns; the allocation fence lives in
+// memory only.
+func (s *Store) Fence(ctx context.Context, vsd ID, epoch uint64) error {
+	s.mu.Lock()
+	if f := s.fences[vsd]; f > epoch {
+		s.mu.Unlock()
+		return fmt.Errorf("fence VSD %s at epoch %d, already fenced at %d: %w", vsd, epoch, f, ErrStaleEpoch)
+	}
+	s.fences[vsd] = epoch
+	var keys []ChunkKey
+	for k := range s.byKey {
+		if k.VSD == vsd {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := s.lookup(k, true)
+		if err != nil {
+			return err
+		}
+		if c == nil {
+			continue
+		}
+		err = func() error {
+			defer c.mu.Unlock()
+			switch {
+			case c.hdr.Epoch > epoch:
+				return fmt.Errorf("fence VSD %s at epoch %d, extent %d is at %d: %w", vsd, epoch, k.Extent, c.hdr.Epoch, ErrStaleEpoch)
+			case c.hdr.Epoch == epoch:
+				return nil
+			}
+			h := c.hdr
+			h.Epoch = epoch
+			h.Generation++
+			if err := s.writeRecord(h, c); err != nil {
+				return err
+			}
+			c.hdr = h
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
+	}
+	return s.Sync()
 }

@@ -53,9 +53,8 @@ var _ nbd.Backend = (*Volume)(nil)
 
 // piece is the part of a request that falls in one extent.
 type piece struct {
-	key      chunkstore.ChunkKey
-	off, n   int64 // within the extent
-	reqStart int64 // offset of the piece within the request
+	key chunkstore.ChunkKey
+	chunkstore.Span
 }
 
 func (v *Volume) pieces(off, length int64) ([]piece, error) {
@@ -63,12 +62,8 @@ func (v *Volume) pieces(off, length int64) ([]piece, error) {
 		return nil, fmt.Errorf("range [%d,+%d) outside the %d-byte volume: %w", off, length, v.cfg.Size, nbd.ErrInvalid)
 	}
 	var out []piece
-	for pos := off; pos < off+length; {
-		e := pos / v.chunk
-		in := pos % v.chunk
-		n := min(v.chunk-in, off+length-pos)
-		out = append(out, piece{key: chunkstore.ChunkKey{VSD: v.cfg.VSD, Extent: uint64(e)}, off: in, n: n, reqStart: pos - off})
-		pos += n
+	for _, sp := range chunkstore.Spans(off, length, v.chunk) {
+		out = append(out, piece{key: chunkstore.ChunkKey{VSD: v.cfg.VSD, Extent: sp.Extent}, Span: sp})
 	}
 	return out, nil
 }
@@ -96,7 +91,7 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 		return err
 	}
 	for _, pc := range ps {
-		if err := v.cfg.Store.Read(ctx, pc.key, pc.off, p[pc.reqStart:pc.reqStart+pc.n]); err != nil {
+		if err := v.cfg.Store.Read(ctx, pc.key, pc.Off, p[pc.ReqStart:pc.ReqStart+pc.N]); err != nil {
 			return mapErr(err)
 		}
 	}
@@ -110,7 +105,7 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 		return err
 	}
 	for _, pc := range ps {
-		if err := v.cfg.Store.Write(ctx, pc.key, v.cfg.Epoch, pc.off, p[pc.reqStart:pc.reqStart+pc.n], false); err != nil {
+		if err := v.cfg.Store.Write(ctx, pc.key, v.cfg.Epoch, pc.Off, p[pc.ReqStart:pc.ReqStart+pc.N], false); err != nil {
 			return mapErr(err)
 		}
 	}
@@ -144,11 +139,11 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroF
 			if zero == nil {
 				zero = make([]byte, v.chunk)
 			}
-			err = v.cfg.Store.Write(ctx, pc.key, v.cfg.Epoch, pc.off, zero[:pc.n], false)
-		case pc.n == v.chunk:
+			err = v.cfg.Store.Write(ctx, pc.key, v.cfg.Epoch, pc.Off, zero[:pc.N], false)
+		case pc.N == v.chunk:
 			err = v.cfg.Store.Free(ctx, pc.key, v.cfg.Epoch)
 		default:
-			err = v.cfg.Store.Zero(ctx, pc.key, v.cfg.Epoch, pc.off, pc.n, false)
+			err = v.cfg.Store.Zero(ctx, pc.key, v.cfg.Epoch, pc.Off, pc.N, false)
 		}
 		if err != nil {
 			return mapErr(err)
@@ -166,35 +161,25 @@ func (v *Volume) BlockStatus(ctx context.Context, off, length int64, maxExtents 
 	if err != nil {
 		return nil, err
 	}
-	var out []nbd.Extent
-	add := func(n int64, hole bool) bool {
-		if k := len(out) - 1; k >= 0 && out[k].Hole == hole {
-			out[k].Length += n
-			return true
-		}
-		if len(out) == maxExtents {
-			return false
-		}
-		out = append(out, nbd.Extent{Length: n, Hole: hole, Zero: hole})
-		return true
-	}
+	var runs []chunkstore.Run
 	for _, pc := range ps {
-		info, ok := v.cfg.Store.Info(pc.key)
-		if !ok {
-			if !add(pc.n, true) {
-				return out, nil
-			}
-			continue
+		var written []byte
+		if info, ok := v.cfg.Store.Info(pc.key); ok {
+			written = info.Written
 		}
-		for pos := pc.off; pos < pc.off+pc.n; {
-			b := pos / chunkstore.BlockSize
-			n := min((b+1)*chunkstore.BlockSize, pc.off+pc.n) - pos
-			written := info.Written[b/8]&(1<<(b%8)) != 0
-			if !add(n, !written) {
-				return out, nil
-			}
-			pos += n
+		var more bool
+		if runs, more = chunkstore.AppendRuns(runs, written, pc.Off, pc.N, maxExtents); !more {
+			break
 		}
 	}
-	return out, nil
+	return extents(runs), nil
+}
+
+// extents converts runs to NBD extents: unwritten runs are holes.
+func extents(runs []chunkstore.Run) []nbd.Extent {
+	out := make([]nbd.Extent, len(runs))
+	for i, r := range runs {
+		out[i] = nbd.Extent{Length: r.Length, Hole: !r.Written, Zero: !r.Written}
+	}
+	return out
 }

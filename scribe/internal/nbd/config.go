@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -28,6 +29,22 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// Now is the clock used for deadlines. Zero value: time.Now.
 	Now func() time.Time
+	// Resolver supplies exports by name when a client asks for one that
+	// was not added with AddExport. Zero value: only added exports.
+	Resolver Resolver
+}
+
+// Resolver opens exports on demand (scribe resolves VSD names from the
+// cluster state when a client connects).
+type Resolver interface {
+	// Resolve opens export name for one client session. release, if not
+	// nil, is called exactly once when the session ends. An error
+	// matching ErrUnknownExport means there is no such export; other
+	// errors are sent to the client (NBD_REP_ERR_POLICY with the
+	// message) or end an EXPORT_NAME session.
+	Resolve(ctx context.Context, name string) (b Backend, opts ExportOptions, release func(), err error)
+	// List names the exports it can open, for NBD_OPT_LIST.
+	List(ctx context.Context) ([]string, error)
 }
 
 // DefaultConfig returns the configuration with every default filled in.

@@ -22,4 +22,6 @@ var (
 	ErrBadExportName = errors.New("bad export name")
 	// ErrServing is returned by Serve when the server is already serving.
 	ErrServing = errors.New("server is already serving")
+	// ErrUnknownExport: a Resolver has no export of that name.
+	ErrUnknownExport = errors.New("no such export")
 )

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,6 +33,72 @@ type session struct {
 	// base:allocation was selected for it.
 	metaExport string
 	metaAlloc  bool
+
+	// resolved are the exports Config.Resolver opened for this session,
+	// released when it ends.
+	resolved map[string]resolvedExport
+}
+
+type resolvedExport struct {
+	exp     *export
+	release func()
+}
+
+// lookup finds an export: one added with AddExport, else one the
+// Resolver opens (once per session). A nil export with a nil error means
+// there is no such export.
+func (s *session) lookup(ctx context.Context, name string) (*export, error) {
+	if exp := s.srv.lookup(name); exp != nil || s.cfg.Resolver == nil {
+		return exp, nil
+	}
+	if r, ok := s.resolved[name]; ok {
+		return r.exp, nil
+	}
+	b, opts, release, err := s.cfg.Resolver.Resolve(ctx, name)
+	if err != nil {
+		if errors.Is(err, ErrUnknownExport) {
+			return nil, nil
+		}
+		s.cfg.Logger.Warn("nbd export not opened", "export", name, "err", err)
+		return nil, err
+	}
+	if release == nil {
+		release = func() {}
+	}
+	if b == nil || b.Size() < 0 {
+		release()
+		return nil, fmt.Errorf("export %q: resolver returned no backend: %w", name, ErrInvalid)
+	}
+	if opts.PreferredBlockSize == 0 {
+		opts.PreferredBlockSize = 4096
+	}
+	if s.resolved == nil {
+		s.resolved = map[string]resolvedExport{}
+	}
+	exp := &export{name: name, backend: b, opts: opts}
+	s.resolved[name] = resolvedExport{exp: exp, release: release}
+	return exp, nil
+}
+
+// releaseResolved releases what the Resolver opened for the session.
+func (s *session) releaseResolved() {
+	for _, r := range s.resolved {
+		r.release()
+	}
+	s.resolved = nil
+}
+
+// refuseExport answers an INFO, GO or meta context option naming an export
+// that does not exist (err nil) or could not be opened.
+func (s *session) refuseExport(opt uint32, err error) error {
+	if err == nil {
+		return s.optReply(opt, repErrUnknown, []byte("no such export"))
+	}
+	msg := err.Error()
+	if len(msg) > 4096 {
+		msg = msg[:4096]
+	}
+	return s.optReply(opt, repErrPolicy, []byte(msg))
 }
 
 func newSession(s *Server, rw io.ReadWriter) *session {
@@ -58,7 +125,7 @@ func (s *session) send(bufs ...[]byte) error {
 	return nil
 }
 
-func (s *session) handshake() (*export, error) {
+func (s *session) handshake(ctx context.Context) (*export, error) {
 	hello := make([]byte, 18)
 	binary.BigEndian.PutUint64(hello[0:], magicNBD)
 	binary.BigEndian.PutUint64(hello[8:], magicOpt)
@@ -76,7 +143,7 @@ func (s *session) handshake() (*export, error) {
 	}
 	s.noZeroes = flags&flagNoZeroes != 0
 	for n := 0; n < s.cfg.MaxOptions; n++ {
-		exp, err := s.option()
+		exp, err := s.option(ctx)
 		if err != nil || exp != nil {
 			return exp, err
 		}
@@ -86,7 +153,7 @@ func (s *session) handshake() (*export, error) {
 
 // option handles one option; it returns the export when transmission
 // starts.
-func (s *session) option() (*export, error) {
+func (s *session) option(ctx context.Context) (*export, error) {
 	var hdr [16]byte
 	if _, err := io.ReadFull(s.r, hdr[:]); err != nil {
 		return nil, fmt.Errorf("read option header: %w", err)
@@ -115,7 +182,7 @@ func (s *session) option() (*export, error) {
 	}
 	switch opt {
 	case optExportName:
-		return s.optExportName(data)
+		return s.optExportName(ctx, data)
 	case optAbort:
 		// The client may hang up before reading the ack; ignore errors.
 		_ = s.optReply(opt, repAck, nil)
@@ -124,7 +191,7 @@ func (s *session) option() (*export, error) {
 		if len(data) != 0 {
 			return nil, s.optReply(opt, repErrInvalid, []byte("LIST takes no data"))
 		}
-		for _, name := range s.srv.exportNames() {
+		for _, name := range s.srv.exportNames(ctx) {
 			p := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
 			if err := s.optReply(opt, repServer, append(p, name...)); err != nil {
 				return nil, err
@@ -138,9 +205,9 @@ func (s *session) option() (*export, error) {
 		s.structured = true
 		return nil, s.optReply(opt, repAck, nil)
 	case optInfo, optGo:
-		return s.optInfoGo(opt, data)
+		return s.optInfoGo(ctx, opt, data)
 	case optListMetaContext, optSetMetaContext:
-		return nil, s.optMeta(opt, data)
+		return nil, s.optMeta(ctx, opt, data)
 	case optStartTLS:
 		return nil, s.optReply(opt, repErrPolicy, []byte("TLS is not offered on this socket"))
 	default:
@@ -157,9 +224,12 @@ func (s *session) optReply(opt, typ uint32, data []byte) error {
 	return s.send(hdr, data)
 }
 
-func (s *session) optExportName(data []byte) (*export, error) {
-	exp := s.srv.lookup(string(data))
+func (s *session) optExportName(ctx context.Context, data []byte) (*export, error) {
+	exp, err := s.lookup(ctx, string(data))
 	if exp == nil {
+		if err != nil {
+			return nil, fmt.Errorf("export %q requested by EXPORT_NAME: %w", data, err)
+		}
 		// The protocol has no error reply here: hang up.
 		return nil, fmt.Errorf("unknown export %q requested by EXPORT_NAME", data)
 	}
@@ -209,7 +279,7 @@ func (c *cursor) str(n uint32) string {
 	return v
 }
 
-func (s *session) optInfoGo(opt uint32, data []byte) (*export, error) {
+func (s *session) optInfoGo(ctx context.Context, opt uint32, data []byte) (*export, error) {
 	c := &cursor{b: data}
 	name := c.str(c.u32())
 	nreq := c.u16()
@@ -220,9 +290,9 @@ func (s *session) optInfoGo(opt uint32, data []byte) (*export, error) {
 	if c.bad || len(c.b) != 0 || !utf8.ValidString(name) {
 		return nil, s.optReply(opt, repErrInvalid, []byte("malformed INFO/GO request"))
 	}
-	exp := s.srv.lookup(name)
+	exp, err := s.lookup(ctx, name)
 	if exp == nil {
-		return nil, s.optReply(opt, repErrUnknown, []byte("no such export"))
+		return nil, s.refuseExport(opt, err)
 	}
 	info := make([]byte, 12)
 	binary.BigEndian.PutUint16(info[0:], infoExport)
@@ -268,7 +338,7 @@ func (s *session) resetMetaIfOther(name string) {
 	}
 }
 
-func (s *session) optMeta(opt uint32, data []byte) error {
+func (s *session) optMeta(ctx context.Context, opt uint32, data []byte) error {
 	if !s.structured {
 		return s.optReply(opt, repErrInvalid, []byte("negotiate STRUCTURED_REPLY first"))
 	}
@@ -282,8 +352,8 @@ func (s *session) optMeta(opt uint32, data []byte) error {
 	if c.bad || len(c.b) != 0 {
 		return s.optReply(opt, repErrInvalid, []byte("malformed meta context request"))
 	}
-	if s.srv.lookup(name) == nil {
-		return s.optReply(opt, repErrUnknown, []byte("no such export"))
+	if exp, err := s.lookup(ctx, name); exp == nil {
+		return s.refuseExport(opt, err)
 	}
 	match := false
 	if opt == optListMetaContext && len(queries) == 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -91,10 +92,24 @@ func (s *Server) lookup(name string) *export {
 	return s.exports[name]
 }
 
-func (s *Server) exportNames() []string {
+// exportNames lists the exports for NBD_OPT_LIST: those added, then
+// those the Resolver lists.
+func (s *Server) exportNames(ctx context.Context) []string {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.names...)
+	names := append([]string(nil), s.names...)
+	s.mu.Unlock()
+	if s.cfg.Resolver != nil {
+		more, err := s.cfg.Resolver.List(ctx)
+		if err != nil {
+			s.cfg.Logger.Warn("nbd list exports", "err", err)
+		}
+		for _, n := range more {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
 }
 
 // Serve accepts connections on ln until ctx is cancelled (then it closes
@@ -150,10 +165,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // session ended: nil after NBD_CMD_DISC, NBD_OPT_ABORT or EOF.
 func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter) error {
 	sess := newSession(s, rw)
+	defer sess.releaseResolved()
 	if dl, ok := rw.(interface{ SetDeadline(t time.Time) error }); ok {
 		dl.SetDeadline(s.cfg.Now().Add(s.cfg.HandshakeTimeout))
 	}
-	exp, err := sess.handshake()
+	exp, err := sess.handshake(ctx)
 	if err != nil {
 		if !errors.Is(err, errAborted) {
 			s.cfg.Logger.Debug("nbd handshake ended", "err", err)

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/shoal-hci/shoal/peer/client"
+	"github.com/shoal-hci/shoal/qa/internal/proccluster"
+	"github.com/shoal-hci/shoal/scribe/fiobench"
+)
+
+const benchUsage = `shoal-qa bench: figures on this machine (needs root, fio with the nbd engine, qemu-nbd, qemu-io).
+
+Usage: shoal-qa [--dir D] bench scribe [--runtime 3s] [--rows FILTER] [--size 1G] [--span 256M]
+                                        [--disk-size 4G] [--shoal BIN] [--keep] [--in-process]
+
+  scribe    fio (nbd engine) against a 2-replica VSD served by a real 3-node cluster
+            (shoal scribe on every node, disks on the harness's FUSE files; fio on
+            node1's NBD socket), and in the same run against qemu-nbd --cache=none on
+            a raw file in node1's directory (the same host file system as the disk
+            images). Prints both, the ratio scribe / qemu-nbd and the server CPU per
+            I/O (scribe: the scribe processes of all three nodes). --in-process
+            measures instead two in-process nodes over loopback (scribe/fiobench).
+            The cluster is brought up in D and removed afterwards unless --keep.
+`
+
+// benchMain runs `shoal-qa bench ...`.
+func benchMain(ctx context.Context, dir string, args []string) error {
+	if len(args) == 0 || args[0] != "scribe" {
+		fmt.Print(benchUsage)
+		if len(args) == 0 || args[0] == "help" {
+			return nil
+		}
+		return usageError(fmt.Sprintf("unknown benchmark %q", args[0]))
+	}
+	fs := flag.NewFlagSet("bench scribe", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	runtimeF := fs.Duration("runtime", 3*time.Second, "seconds per row and server")
+	rows := fs.String("rows", "", "only rows whose name contains this")
+	size := fs.String("size", "1G", "VSD and raw file size")
+	span := fs.String("span", "256M", "range the rows address (prefilled)")
+	diskSize := fs.String("disk-size", "4G", "size of each data disk (2 per node)")
+	shoalBin := fs.String("shoal", "", "shoal binary (default: build it)")
+	keep := fs.Bool("keep", false, "leave the cluster up afterwards")
+	inProcess := fs.Bool("in-process", false, "measure two in-process nodes over loopback instead of a cluster")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageError(err.Error())
+	}
+	sz, err1 := parseSize(*size)
+	sp, err2 := parseSize(*span)
+	ds, err3 := parseSize(*diskSize)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return usageError(err.Error())
+	}
+	if *inProcess {
+		tab, err := fiobench.Run(ctx, fiobench.Config{Replicas: 2, Size: sz, Span: sp, Runtime: *runtimeF, Rows: *rows, Procs: 8})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("in-process: two scribe nodes over loopback (mutual TLS), not a cluster\n%s", tab)
+		return nil
+	}
+	return benchCluster(ctx, dir, benchOpts{size: sz, span: sp, diskSize: ds, runtime: *runtimeF, rows: *rows, shoal: *shoalBin, keep: *keep})
+}
+
+type benchOpts struct {
+	size, span, diskSize int64
+	runtime              time.Duration
+	rows, shoal          string
+	keep                 bool
+}
+
+func benchCluster(ctx context.Context, dir string, o benchOpts) error {
+	if err := fiobench.CheckTools(); err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("qemu-io"); err != nil {
+		return fmt.Errorf("qemu-io: %w", err)
+	}
+	c, err := proccluster.Up(ctx, proccluster.Options{Dir: dir, Nodes: 3, Disks: 2, DiskSize: o.diskSize, ShoalBin: o.shoal, Out: os.Stdout})
+	if !o.keep {
+		defer func() {
+			if err := proccluster.Down(context.Background(), dir, os.Stdout); err != nil {
+				fmt.Fprintf(os.Stderr, "shoal-qa bench: cluster down: %v\n", err)
+			}
+			if c != nil {
+				c.Close()
+			}
+		}()
+	}
+	if err != nil {
+		return err
+	}
+	nodes := c.Nodes()
+	if err := benchWait(ctx, "one cluster of 3 alive members", 3*time.Minute, func() (bool, string) {
+		out, err := c.Output(ctx, nodes[0], "shoal", "status", "--json")
+		if err != nil {
+			return false, out
+		}
+		var st client.Status
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return false, err.Error()
+		}
+		alive := 0
+		for _, m := range st.Members {
+			if m.State == client.StateAlive {
+				alive++
+			}
+		}
+		return alive == len(nodes), fmt.Sprintf("%d of %d alive", alive, len(nodes))
+	}); err != nil {
+		return err
+	}
+	if err := benchWait(ctx, "every scribe published its disks", time.Minute, func() (bool, string) {
+		out, err := c.Output(ctx, nodes[0], "shoal", "state", "ls", "scribe/")
+		n := strings.Count(out, `"id"`)
+		return err == nil && n == 2*len(nodes), fmt.Sprintf("%d disks: %s", n, out)
+	}); err != nil {
+		return err
+	}
+	if out, err := c.Output(ctx, nodes[0], "shoal", "vsd", "create", "bench", "--size", fmt.Sprint(o.size), "--replicas", "2"); err != nil {
+		return fmt.Errorf("vsd create: %w: %s", err, out)
+	}
+	sock := filepath.Join(c.NodeDir(nodes[0]), "run", "scribe.sock")
+	uri := "nbd+unix:///bench?socket=" + sock
+	// Keep the VSD open between fio runs, as a VM would.
+	holder := exec.CommandContext(ctx, "qemu-io", "-f", "raw", "-c", "sleep 86400000", uri)
+	if err := holder.Start(); err != nil {
+		return fmt.Errorf("hold the VSD open: %w", err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+
+	scribeCPU := func() float64 {
+		var sum float64
+		for _, n := range nodes {
+			var rec struct {
+				Pid int `json:"pid"`
+			}
+			b, err := os.ReadFile(filepath.Join(c.NodeDir(n), "pids", "scribe.json"))
+			if err == nil && json.Unmarshal(b, &rec) == nil && rec.Pid > 0 {
+				sum += fiobench.ProcCPU(rec.Pid)
+			}
+		}
+		return sum
+	}
+	q, err := fiobench.StartQemuNBD(ctx, c.NodeDir(nodes[0]), o.size)
+	if err != nil {
+		return err
+	}
+	defer q.Stop()
+	targets := []fiobench.Target{
+		{Name: "scribe 2-replica", URI: uri, CPU: scribeCPU},
+		{Name: "qemu-nbd", URI: q.URI, CPU: q.CPU},
+	}
+	tab, err := fiobench.MeasureAll(ctx, targets, o.span, o.runtime, o.rows)
+	if err != nil {
+		return err
+	}
+	tab.Note = fmt.Sprintf("3-node process cluster in %s: VSD of %d bytes, 2 replicas; disks are FUSE files (qa faultdisk) on the same file system as qemu-nbd's raw file; scribe CPU = all three scribe processes", dir, o.size)
+	fmt.Print(tab)
+	return nil
+}
+
+// benchWait polls cond every 250 ms until it holds or timeout passes.
+func benchWait(ctx context.Context, what string, timeout time.Duration, cond func() (bool, string)) error {
+	start := time.Now()
+	for {
+		ok, why := cond()
+		if ok {
+			fmt.Printf("%s: after %v\n", what, time.Since(start).Round(10*time.Millisecond))
+			return nil
+		}
+		if time.Since(start) > timeout {
+			return fmt.Errorf("%s: not after %v: %s", what, timeout, why)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

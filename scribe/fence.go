@@ -1,0 +1,154 @@
+package scribe
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoal-hci/shoal/peer/client"
+	"github.com/shoal-hci/shoal/scribe/internal/nbd"
+	"github.com/shoal-hci/shoal/scribe/internal/replvol"
+)
+
+// volume is what an open VSD needs of a replvol.Volume.
+type volume interface {
+	nbd.Backend
+	Status() replvol.Status
+	Close() error
+}
+
+// guarded is the Backend sessions get for an open VSD: it refuses every
+// request while this node is fenced (it cannot hear a majority, so
+// another node may be taking the VSD over) and, for good, once the VSD
+// turned out to have a newer owner after a fence (stale).
+type guarded struct {
+	volume
+	fenced *atomic.Bool // the daemon's
+	stale  *atomic.Bool // this VSD's
+}
+
+var _ nbd.Backend = guarded{}
+
+func (g guarded) check() error {
+	switch {
+	case g.stale.Load():
+		return fmt.Errorf("%w: another node took the VSD over while this node was fenced", nbd.ErrReadOnly)
+	case g.fenced.Load():
+		return fmt.Errorf("this node is fenced (it cannot hear a majority of the cluster): I/O paused")
+	}
+	return nil
+}
+
+func (g guarded) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := g.check(); err != nil {
+		return err
+	}
+	return g.volume.ReadAt(ctx, p, off)
+}
+
+func (g guarded) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	if err := g.check(); err != nil {
+		return err
+	}
+	return g.volume.WriteAt(ctx, p, off, fua)
+}
+
+func (g guarded) Flush(ctx context.Context) error {
+	if err := g.check(); err != nil {
+		return err
+	}
+	return g.volume.Flush(ctx)
+}
+
+func (g guarded) Trim(ctx context.Context, off, length int64, fua bool) error {
+	if err := g.check(); err != nil {
+		return err
+	}
+	return g.volume.Trim(ctx, off, length, fua)
+}
+
+func (g guarded) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroFlags) error {
+	if err := g.check(); err != nil {
+		return err
+	}
+	return g.volume.WriteZeroes(ctx, off, length, f)
+}
+
+func (g guarded) BlockStatus(ctx context.Context, off, length int64, maxExtents int) ([]nbd.Extent, error) {
+	if err := g.check(); err != nil {
+		return nil, err
+	}
+	return g.volume.BlockStatus(ctx, off, length, maxExtents)
+}
+
+// watchFence follows this node's fence (docs/claims.md) until ctx ends:
+// while fenced every open VSD refuses I/O; when the fence lifts (or was
+// fenced in between: Since changed), each open VSD is resumed only if this
+// node still holds its claim at the VSD's epoch, and is stale otherwise.
+func (s *Scribe) watchFence(ctx context.Context) {
+	var last client.FenceStatus
+	first := true
+	for ctx.Err() == nil {
+		var st client.FenceStatus
+		var err error
+		if first {
+			st, err = s.peer.Fence(ctx)
+		} else {
+			st, err = s.peer.WaitFence(ctx, last)
+		}
+		if err != nil {
+			// Not a member yet, or peer restarting: look again later.
+			select {
+			case <-ctx.Done():
+			case <-time.After(s.cfg.Interval):
+			}
+			first = true
+			continue
+		}
+		changed := first || st.Fenced != last.Fenced || !st.Since.Equal(last.Since)
+		first, last = false, st
+		if !changed {
+			continue
+		}
+		if st.Fenced {
+			if !s.fenced.Swap(true) {
+				s.cfg.Log.Warn("this node is fenced: I/O on its open VSDs is paused until it hears a majority again")
+			}
+			continue
+		}
+		s.recheckClaims(ctx)
+		if s.fenced.Swap(false) {
+			s.cfg.Log.Info("fence lifted: open VSDs this node still owns resume")
+		}
+	}
+}
+
+// recheckClaims marks stale every open VSD whose claim moved on.
+func (s *Scribe) recheckClaims(ctx context.Context) {
+	s.vmu.Lock()
+	defer s.vmu.Unlock()
+	for name, o := range s.open {
+		if o.stale.Load() {
+			continue
+		}
+		v, err := s.peer.GetClaim(ctx, ClaimResource(name))
+		if err != nil {
+			// Unknown: stay safe, the VSD cannot be trusted here.
+			s.cfg.Log.Warn("vsd claim unreadable after a fence: refusing its I/O", "vsd", name, "err", err)
+			o.stale.Store(true)
+			continue
+		}
+		if v.State != client.ClaimHeld || v.Epoch != o.epoch || v.Holder != s.storageNode() {
+			s.cfg.Log.Warn("vsd moved on while this node was fenced: refusing its I/O", "vsd", name, "epoch", o.epoch, "claim_epoch", v.Epoch, "holder", v.Holder)
+			o.stale.Store(true)
+		}
+	}
+}
+
+func (s *Scribe) storageNode() string {
+	if st := s.storage(); st != nil {
+		return st.nodeID
+	}
+	return ""
+}

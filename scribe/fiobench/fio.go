@@ -1,0 +1,259 @@
+package fiobench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrMissingTool: fio (with its nbd engine), qemu-img or qemu-nbd is not
+// installed (Debian packages fio, qemu-utils).
+var ErrMissingTool = errors.New("benchmark tool missing")
+
+// Row is one fio job of the suite.
+type Row struct {
+	Name string
+	Args []string
+	// Unit is "IOPS" or "MB/s".
+	Unit string
+}
+
+// Rows is the suite: 4k random write and read at QD1 and QD32, 1 MiB
+// sequential write and read at QD8, 4k write with a flush after each.
+func Rows() []Row {
+	return []Row{
+		{"4k randwrite QD1", []string{"--rw=randwrite", "--bs=4k", "--iodepth=1"}, "IOPS"},
+		{"4k randwrite QD32", []string{"--rw=randwrite", "--bs=4k", "--iodepth=32"}, "IOPS"},
+		{"4k randread QD1", []string{"--rw=randread", "--bs=4k", "--iodepth=1"}, "IOPS"},
+		{"4k randread QD32", []string{"--rw=randread", "--bs=4k", "--iodepth=32"}, "IOPS"},
+		{"1M seq write QD8", []string{"--rw=write", "--bs=1M", "--iodepth=8"}, "MB/s"},
+		{"1M seq read QD8", []string{"--rw=read", "--bs=1M", "--iodepth=8"}, "MB/s"},
+		{"4k write+flush QD1", []string{"--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1"}, "IOPS"},
+	}
+}
+
+// CheckTools reports ErrMissingTool unless fio (with nbd), qemu-img and
+// qemu-nbd are installed.
+func CheckTools() error {
+	for _, n := range []string{"fio", "qemu-img", "qemu-nbd"} {
+		if _, err := exec.LookPath(n); err != nil {
+			return fmt.Errorf("%s: %w: %w", n, ErrMissingTool, err)
+		}
+	}
+	if out, _ := exec.Command("fio", "--enghelp").CombinedOutput(); !bytes.Contains(out, []byte("nbd")) {
+		return fmt.Errorf("fio was built without the nbd engine: %w", ErrMissingTool)
+	}
+	return nil
+}
+
+// Result is what fio measured for one job.
+type Result struct {
+	IOPS, BW float64 // BW in bytes/s
+	IOs      int64
+}
+
+// Value is the result in row's unit.
+func (r Result) Value(row Row) float64 {
+	if row.Unit == "MB/s" {
+		return r.BW / 1e6
+	}
+	return r.IOPS
+}
+
+// Fio runs one fio job against the NBD URI.
+func Fio(ctx context.Context, uri string, args ...string) (Result, error) {
+	args = append([]string{"--name=bench", "--ioengine=nbd", "--uri=" + uri, "--output-format=json"}, args...)
+	cmd := exec.CommandContext(ctx, "fio", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return Result{}, fmt.Errorf("fio %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	if i := bytes.IndexByte(out, '{'); i > 0 {
+		out = out[i:]
+	}
+	var res struct {
+		Jobs []struct {
+			Read, Write struct {
+				IOPS     float64 `json:"iops"`
+				BW       float64 `json:"bw_bytes"`
+				TotalIOs int64   `json:"total_ios"`
+			}
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Jobs) == 0 {
+		return Result{}, fmt.Errorf("fio json output: %v: %s", err, out)
+	}
+	j := res.Jobs[0]
+	return Result{IOPS: j.Read.IOPS + j.Write.IOPS, BW: j.Read.BW + j.Write.BW, IOs: j.Read.TotalIOs + j.Write.TotalIOs}, nil
+}
+
+// SelfCPU is this process's user+system CPU time in seconds.
+func SelfCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// ProcCPU is another process's user+system CPU time in seconds.
+func ProcCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 > len(b) {
+		return 0
+	}
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// QemuNBD is a running `qemu-nbd --cache=none` on a raw file.
+type QemuNBD struct {
+	URI string
+	pid int
+}
+
+// StartQemuNBD creates a raw file of size bytes in dir and serves it with
+// qemu-nbd (export "bench") on a UNIX socket in dir.
+func StartQemuNBD(ctx context.Context, dir string, size int64) (*QemuNBD, error) {
+	raw := filepath.Join(dir, "raw.img")
+	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-f", "raw", raw, strconv.FormatInt(size, 10)).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("qemu-img create: %w: %s", err, out)
+	}
+	sock := filepath.Join(dir, "qemu-nbd.sock")
+	pidFile := filepath.Join(dir, "qemu-nbd.pid")
+	if out, err := exec.CommandContext(ctx, "qemu-nbd", "--fork", "--persistent", "--shared=8", "--cache=none", "-f", "raw",
+		"-x", "bench", "-k", sock, "--pid-file="+pidFile, raw).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("qemu-nbd: %w: %s", err, out)
+	}
+	text, err := os.ReadFile(pidFile)
+	if err != nil {
+		return nil, fmt.Errorf("qemu-nbd pid file: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(text)))
+	if err != nil {
+		return nil, fmt.Errorf("qemu-nbd pid file: %w", err)
+	}
+	return &QemuNBD{URI: "nbd+unix:///bench?socket=" + sock, pid: pid}, nil
+}
+
+// CPU is qemu-nbd's CPU time in seconds.
+func (q *QemuNBD) CPU() float64 { return ProcCPU(q.pid) }
+
+// Stop terminates qemu-nbd.
+func (q *QemuNBD) Stop() error { return syscall.Kill(q.pid, syscall.SIGTERM) }
+
+// Target is one server the suite measures.
+type Target struct {
+	Name string
+	URI  string
+	// CPU returns the server's cumulative CPU seconds.
+	CPU func() float64
+}
+
+// Measure is one target's figure for one row.
+type Measure struct {
+	Value    float64
+	CPUPerIO time.Duration
+}
+
+// Table holds the suite's figures: Values[row][target].
+type Table struct {
+	// Note describes the run (printed first).
+	Note    string
+	Targets []string
+	Rows    []Row
+	Values  [][]Measure
+}
+
+// MeasureAll prefills every target (span bytes written sequentially, so
+// reads hit data) and runs every row whose name contains filter against
+// each, runtime per run.
+func MeasureAll(ctx context.Context, targets []Target, span int64, runtime time.Duration, filter string) (*Table, error) {
+	spanArg := fmt.Sprintf("--size=%d", span)
+	for _, t := range targets {
+		if _, err := Fio(ctx, t.URI, "--rw=write", "--bs=1M", "--iodepth=8", spanArg); err != nil {
+			return nil, fmt.Errorf("prefill %s: %w", t.Name, err)
+		}
+	}
+	tab := &Table{}
+	for _, t := range targets {
+		tab.Targets = append(tab.Targets, t.Name)
+	}
+	for _, row := range Rows() {
+		if filter != "" && !strings.Contains(row.Name, filter) {
+			continue
+		}
+		args := append([]string{spanArg, "--time_based", fmt.Sprintf("--runtime=%d", max(1, int(runtime.Seconds())))}, row.Args...)
+		var ms []Measure
+		for _, t := range targets {
+			cpu0 := t.CPU()
+			r, err := Fio(ctx, t.URI, args...)
+			if err != nil {
+				return nil, fmt.Errorf("%s on %s: %w", row.Name, t.Name, err)
+			}
+			cpu := t.CPU() - cpu0
+			ms = append(ms, Measure{Value: r.Value(row), CPUPerIO: time.Duration(1e9 * cpu / float64(max(r.IOs, 1)))})
+		}
+		tab.Rows = append(tab.Rows, row)
+		tab.Values = append(tab.Values, ms)
+	}
+	return tab, nil
+}
+
+// Ratio is target i's value over the last target's (the reference) for
+// row r, 0 when the reference measured nothing.
+func (t *Table) Ratio(r, i int) float64 {
+	ref := t.Values[r][len(t.Targets)-1].Value
+	if ref == 0 {
+		return 0
+	}
+	return t.Values[r][i].Value / ref
+}
+
+// String formats the table: for every target its value, its ratio to the
+// last target (the reference) and its CPU per I/O.
+func (t *Table) String() string {
+	var b strings.Builder
+	if t.Note != "" {
+		fmt.Fprintf(&b, "%s\n", t.Note)
+	}
+	fmt.Fprintf(&b, "%-20s", "row")
+	for i, n := range t.Targets {
+		fmt.Fprintf(&b, " %16s", n)
+		if i < len(t.Targets)-1 {
+			fmt.Fprintf(&b, " %7s", "ratio")
+		}
+		fmt.Fprintf(&b, " %11s", "CPU/IO")
+	}
+	b.WriteByte('\n')
+	for r, row := range t.Rows {
+		fmt.Fprintf(&b, "%-20s", row.Name)
+		for i, m := range t.Values[r] {
+			fmt.Fprintf(&b, " %11.0f %4s", m.Value, row.Unit)
+			if i < len(t.Targets)-1 {
+				fmt.Fprintf(&b, " %6.2fx", t.Ratio(r, i))
+			}
+			fmt.Fprintf(&b, " %8.1f µs", float64(m.CPUPerIO)/1e3)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}

@@ -1,0 +1,240 @@
+package chunksvc
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+)
+
+// Client is a connection to one node's chunk service. Its methods match
+// LocalReplica's.
+type Client struct {
+	conn net.Conn
+	addr string
+
+	wmu     sync.Mutex
+	w       *bufio.Writer
+	waiting atomic.Int32
+	hdr     [reqHeaderSize]byte
+
+	mu      sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan result
+	err     error // set once the connection failed
+
+	done chan struct{} // closed when the reader exits
+}
+
+type result struct {
+	body []byte
+	err  error
+}
+
+// Dial connects to the chunk service at addr with tlsCfg (which holds
+// this node's client certificate and the cluster CA).
+func Dial(ctx context.Context, addr string, tlsCfg *tls.Config) (*Client, error) {
+	d := tls.Dialer{Config: tlsCfg}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial chunk service %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	if tc, ok := conn.(*tls.Conn); ok {
+		if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
+			tcp.SetNoDelay(true)
+		}
+	}
+	c := &Client{conn: conn, addr: addr, w: bufio.NewWriterSize(conn, 256<<10), pending: map[uint64]chan result{}, done: make(chan struct{})}
+	go c.readLoop()
+	return c, nil
+}
+
+// Close closes the connection; calls in flight fail with ErrUnreachable.
+func (c *Client) Close() error {
+	err := c.conn.Close()
+	<-c.done
+	return err
+}
+
+// Err returns the error that broke the connection, or nil while usable.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *Client) readLoop() {
+	defer close(c.done)
+	r := bufio.NewReaderSize(c.conn, 256<<10)
+	hdr := make([]byte, respHeaderSize)
+	var err error
+	for {
+		if _, err = io.ReadFull(r, hdr); err != nil {
+			break
+		}
+		var resp response
+		if resp, err = decodeResponse(hdr); err != nil {
+			break
+		}
+		body := make([]byte, resp.length)
+		if _, err = io.ReadFull(r, body); err != nil {
+			break
+		}
+		c.mu.Lock()
+		ch := c.pending[resp.id]
+		delete(c.pending, resp.id)
+		c.mu.Unlock()
+		if ch == nil {
+			continue // the caller gave up
+		}
+		if resp.status != stOK {
+			ch <- result{err: remoteError(resp.status, string(body))}
+		} else {
+			ch <- result{body: body}
+		}
+	}
+	c.conn.Close()
+	c.mu.Lock()
+	c.err = fmt.Errorf("chunk service %s: %w: %w", c.addr, ErrUnreachable, err)
+	for id, ch := range c.pending {
+		ch <- result{err: c.err}
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+}
+
+// call sends req with data and waits for its response body.
+func (c *Client) call(ctx context.Context, req request, data []byte) ([]byte, error) {
+	ch := make(chan result, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return nil, c.err
+	}
+	c.nextID++
+	req.id = c.nextID
+	c.pending[req.id] = ch
+	c.mu.Unlock()
+	req.length = uint32(len(data))
+
+	c.waiting.Add(1)
+	c.wmu.Lock()
+	c.waiting.Add(-1)
+	req.encode(c.hdr[:])
+	_, err := c.w.Write(c.hdr[:])
+	if err == nil {
+		_, err = c.w.Write(data)
+	}
+	if err == nil && c.waiting.Load() == 0 {
+		err = c.w.Flush()
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.conn.Close() // the reader fails every pending call
+	}
+	select {
+	case res := <-ch:
+		return res.body, res.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pending, req.id)
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+func checkLen(off int64, n int) error {
+	if off < 0 || off > MaxData || n < 0 || n > MaxData {
+		return fmt.Errorf("[%d,+%d): %w", off, n, chunkstore.ErrRange)
+	}
+	return nil
+}
+
+func flags(fua bool) uint8 {
+	if fua {
+		return flagFUA
+	}
+	return 0
+}
+
+// Write writes p at off of the chunk for key on disk.
+func (c *Client) Write(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, fua bool) error {
+	if err := checkLen(off, len(p)); err != nil {
+		return fmt.Errorf("write chunk: %w", err)
+	}
+	_, err := c.call(ctx, request{op: opWrite, flags: flags(fua), disk: disk, key: key, epoch: epoch, stamp: st, off: uint32(off), count: uint32(len(p))}, p)
+	return err
+}
+
+// Read fills p from off of the chunk for key on disk.
+func (c *Client) Read(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, off int64, p []byte) error {
+	if err := checkLen(off, len(p)); err != nil {
+		return fmt.Errorf("read chunk: %w", err)
+	}
+	body, err := c.call(ctx, request{op: opRead, disk: disk, key: key, off: uint32(off), count: uint32(len(p))}, nil)
+	if err != nil {
+		return err
+	}
+	if len(body) != len(p) {
+		return fmt.Errorf("read of %d bytes returned %d: %w", len(p), len(body), ErrProtocol)
+	}
+	copy(p, body)
+	return nil
+}
+
+// Zero makes [off, off+n) of the chunk for key on disk read as zero.
+func (c *Client) Zero(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off, n int64, fua bool) error {
+	if err := checkLen(off, int(min(n, MaxData+1))); err != nil {
+		return fmt.Errorf("zero chunk: %w", err)
+	}
+	_, err := c.call(ctx, request{op: opZero, flags: flags(fua), disk: disk, key: key, epoch: epoch, stamp: st, off: uint32(off), count: uint32(n)}, nil)
+	return err
+}
+
+// Free releases the chunk for key on disk.
+func (c *Client) Free(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64) error {
+	_, err := c.call(ctx, request{op: opFree, disk: disk, key: key, epoch: epoch}, nil)
+	return err
+}
+
+// SetStamp records a newer stamp on the chunk for key on disk.
+func (c *Client) SetStamp(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, fua bool) error {
+	_, err := c.call(ctx, request{op: opStamp, flags: flags(fua), disk: disk, key: key, epoch: epoch, stamp: st}, nil)
+	return err
+}
+
+// Fence raises every chunk of vsd on the node to epoch.
+func (c *Client) Fence(ctx context.Context, vsd chunkstore.ID, epoch uint64) error {
+	_, err := c.call(ctx, request{op: opFence, key: chunkstore.ChunkKey{VSD: vsd}, epoch: epoch}, nil)
+	return err
+}
+
+// Sync makes every completed write on the node durable.
+func (c *Client) Sync(ctx context.Context) error {
+	_, err := c.call(ctx, request{op: opSync}, nil)
+	return err
+}
+
+// Chunks lists the chunks of vsd on the node.
+func (c *Client) Chunks(ctx context.Context, vsd chunkstore.ID) ([]Chunk, error) {
+	body, err := c.call(ctx, request{op: opChunks, key: chunkstore.ChunkKey{VSD: vsd}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return decodeChunks(body)
+}
+
+// Stat describes the node's disks.
+func (c *Client) Stat(ctx context.Context) ([]DiskStat, error) {
+	body, err := c.call(ctx, request{op: opStat}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return decodeStats(body)
+}

@@ -1,0 +1,37 @@
+// Package chunksvc is scribe's chunk service: it serves one node's chunk
+// stores to the other nodes over mutual TLS on the backplane (port 7948),
+// and is the client side of it. Local wraps this node's own stores behind
+// the same methods, so the replicated layer treats every replica alike.
+//
+// Protocol (little-endian, one TLS connection carries many requests):
+// a request is a fixed 128-byte header (length of the data that follows,
+// op, flags, request ID, disk, VSD, extent, epoch, stamp, offset, count)
+// followed by the data of a write; a response is a 16-byte header (length,
+// status, request ID) followed by read data, an encoded list or an error
+// message. Requests are pipelined: the client sends without waiting and
+// matches responses by ID, which may arrive in any order. Sizes are
+// bounded (MaxData per request, maxResponse per response).
+//
+// Invariants:
+//   - A request that does not decode, names an unknown op or exceeds the
+//     bounds closes the connection; a request for an unknown disk or a
+//     range outside a chunk gets an error response. Nothing is written
+//     before a request has been fully validated, and every write goes
+//     through chunkstore, which refuses ranges outside a chunk.
+//   - Errors keep their identity across the wire: the client's errors wrap
+//     chunkstore.ErrStaleEpoch, ErrChecksum, ErrFull and ErrRange exactly
+//     when the server's did, and ErrUnreachable when the connection failed.
+//   - Every connection is authenticated by its client certificate through
+//     ServerConfig.Authorize before any request is read.
+//
+// Concurrency: Server serves connections and the requests on one
+// connection concurrently (at most ServerConfig.MaxInFlight per
+// connection). A Client is safe for concurrent use; once its connection
+// fails every call returns ErrUnreachable and the owner dials again.
+//
+// Caveats: a Client does not redial by itself, and calls rely on their
+// context for a deadline (a silent peer is noticed only through it). An
+// authenticated peer can make the server hold MaxInFlight buffers of up
+// to MaxData bytes per connection (1 GiB at the defaults); buffers are
+// allocated per request, not pooled.
+package chunksvc

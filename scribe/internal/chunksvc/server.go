@@ -1,0 +1,220 @@
+package chunksvc
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Stores are this node's disks. Required (at least one).
+	Stores []*chunkstore.Store
+	// TLS is the server's TLS configuration; it must require and verify
+	// client certificates (tls.RequireAndVerifyClientCert). Required.
+	TLS *tls.Config
+	// Authorize accepts a verified client certificate (cluster CA, not
+	// revoked) and names the node it belongs to. Zero value: every
+	// certificate that TLS verified is accepted.
+	Authorize func(*x509.Certificate) (nodeID string, err error)
+	// Log receives connection events. Zero value: slog.Default().
+	Log *slog.Logger
+	// MaxInFlight bounds requests served at once per connection.
+	// Zero value: 128.
+	MaxInFlight int
+}
+
+// Validate reports a configuration a Server cannot run with.
+func (c ServerConfig) Validate() error {
+	switch {
+	case len(c.Stores) == 0:
+		return errors.New("chunk service config: no stores")
+	case c.TLS == nil:
+		return errors.New("chunk service config: TLS is nil")
+	case c.TLS.ClientAuth != tls.RequireAndVerifyClientCert:
+		return errors.New("chunk service config: TLS must require and verify client certificates")
+	case c.MaxInFlight < 0:
+		return fmt.Errorf("chunk service config: MaxInFlight %d is negative", c.MaxInFlight)
+	}
+	return nil
+}
+
+// Server serves the chunk service.
+type Server struct {
+	cfg   ServerConfig
+	local *LocalReplica
+}
+
+// NewServer returns a Server for cfg.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = 128
+	}
+	return &Server{cfg: cfg, local: Local(cfg.Stores)}, nil
+}
+
+// Serve accepts connections on ln until ctx is cancelled (then it closes
+// ln and every connection, waits for their requests, and returns nil) or
+// ln fails.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	var err error
+	for {
+		var c net.Conn
+		c, err = ln.Accept()
+		if err != nil {
+			break
+		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(ctx, c)
+			c.Close()
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		}()
+	}
+	cancel()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("chunk service accept: %w", err)
+}
+
+// serveConn authenticates and serves one connection until it fails.
+func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
+	log := s.cfg.Log.With("peer", raw.RemoteAddr().String())
+	tc := tls.Server(raw, s.cfg.TLS)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		log.Warn("chunk service TLS handshake", "err", err)
+		return
+	}
+	if s.cfg.Authorize != nil {
+		certs := tc.ConnectionState().PeerCertificates
+		if len(certs) == 0 {
+			log.Warn("chunk service peer sent no certificate")
+			return
+		}
+		node, err := s.cfg.Authorize(certs[0])
+		if err != nil {
+			log.Warn("chunk service peer refused", "err", err)
+			return
+		}
+		log = log.With("node", node)
+	}
+	s.serveStream(ctx, tc, log)
+}
+
+// serveStream serves requests read from conn (authenticated) until it
+// fails or sends something that does not decode.
+func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logger) {
+	sc := &serverConn{conn: conn, w: bufio.NewWriterSize(conn, 256<<10)}
+	r := bufio.NewReaderSize(conn, 256<<10)
+	sem := make(chan struct{}, s.cfg.MaxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	hdr := make([]byte, reqHeaderSize)
+	for {
+		if _, err := io.ReadFull(r, hdr); err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				log.Debug("chunk service read", "err", err)
+			}
+			return
+		}
+		req, err := decodeRequest(hdr)
+		if err != nil {
+			log.Warn("chunk service bad request; closing the connection", "err", err)
+			return
+		}
+		var data []byte
+		if req.length > 0 {
+			data = make([]byte, req.length)
+			if _, err := io.ReadFull(r, data); err != nil {
+				return
+			}
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			body, err := s.local.handle(ctx, req, data)
+			if err := sc.reply(req.id, body, err); err != nil {
+				conn.Close()
+			}
+		}()
+	}
+}
+
+// serverConn writes responses; writers that find others waiting leave
+// the flush to the last of them, so pipelined responses share writes.
+type serverConn struct {
+	conn    net.Conn
+	mu      sync.Mutex
+	w       *bufio.Writer
+	waiting atomic.Int32
+	hdr     [respHeaderSize]byte
+}
+
+func (c *serverConn) reply(id uint64, body []byte, err error) error {
+	resp := response{id: id, status: statusOf(err)}
+	if err != nil {
+		body = []byte(err.Error())
+	}
+	resp.length = uint32(len(body))
+	c.waiting.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waiting.Add(-1)
+	resp.encode(c.hdr[:])
+	if _, err := c.w.Write(c.hdr[:]); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(body); err != nil {
+		return err
+	}
+	if c.waiting.Load() == 0 {
+		return c.w.Flush()
+	}
+	return nil
+}

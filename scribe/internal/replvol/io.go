@@ -1,0 +1,549 @@
+package replvol
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
+	"github.com/shoal-hci/shoal/scribe/internal/nbd"
+	"github.com/shoal-hci/shoal/scribe/internal/placement"
+)
+
+func (v *Volume) pieces(off, length int64) ([]chunkstore.Span, error) {
+	if off < 0 || length < 0 || off+length > v.cfg.Size || off+length < off {
+		return nil, fmt.Errorf("range [%d,+%d) outside the %d-byte volume: %w", off, length, v.cfg.Size, nbd.ErrInvalid)
+	}
+	return chunkstore.Spans(off, length, v.chunk), nil
+}
+
+func (v *Volume) key(e uint64) chunkstore.ChunkKey {
+	return chunkstore.ChunkKey{VSD: v.cfg.VSD, Extent: e}
+}
+
+// nextGen is the generation after g: above every generation an owner
+// with an older epoch can have stamped.
+func (v *Volume) nextGen(g uint64) uint64 { return max(g+1, v.cfg.Epoch<<32) }
+
+// fanout runs f against every replica in parallel and returns their
+// errors in order.
+func (v *Volume) fanout(ctx context.Context, reps []loc, f func(context.Context, Replica, loc) error) []error {
+	errs := make([]error, len(reps))
+	one := func(i int) {
+		r, err := v.cfg.Pool.Replica(reps[i].node)
+		if err != nil {
+			errs[i] = fmt.Errorf("node %s: %w: %w", reps[i].node, chunksvc.ErrUnreachable, err)
+			return
+		}
+		errs[i] = v.do(ctx, func(ctx context.Context) error { return f(ctx, r, reps[i]) })
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < len(reps); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			one(i)
+		}()
+	}
+	if len(reps) > 0 {
+		one(0)
+	}
+	wg.Wait()
+	return errs
+}
+
+// markWritten records that node completed a write: Flush syncs it.
+func (v *Volume) markWritten(reps []loc, errs []error) {
+	v.mu.Lock()
+	for i, r := range reps {
+		if errs[i] == nil {
+			v.written[r.node] = true
+		}
+	}
+	v.mu.Unlock()
+}
+
+func fenced(err error) error {
+	return fmt.Errorf("%w: %w: %w", nbd.ErrReadOnly, ErrFenced, err)
+}
+
+// modify applies op to every replica of extent e. An absent extent is
+// placed first when create is set, else left alone. Replicas that fail
+// are dropped (see drop) before modify returns.
+func (v *Volume) modify(ctx context.Context, e uint64, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error) error {
+	get := v.peek
+	if create {
+		get = v.get
+	}
+	ex, err := get(e)
+	if err != nil || ex == nil {
+		return err
+	}
+	for {
+		ex.mu.RLock()
+		if ex.unavailable {
+			ex.mu.RUnlock()
+			return fmt.Errorf("extent %d: %w", e, ErrUnavailable)
+		}
+		if !ex.present {
+			ex.mu.RUnlock()
+			if !create {
+				return nil
+			}
+			if err := v.place(ctx, e, ex); err != nil {
+				return err
+			}
+			continue
+		}
+		reps, st := slices.Clone(ex.replicas), ex.stamp()
+		errs := v.fanout(ctx, reps, func(ctx context.Context, r Replica, l loc) error { return op(ctx, r, l, st) })
+		ex.mu.RUnlock()
+		v.markWritten(reps, errs)
+		var failed []loc
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				continue
+			case errors.Is(err, chunkstore.ErrStaleEpoch):
+				return fenced(err)
+			case errors.Is(err, chunkstore.ErrRange), errors.Is(err, chunksvc.ErrProtocol), ctx.Err() != nil:
+				return fmt.Errorf("extent %d on node %s: %w", e, reps[i].node, err)
+			}
+			failed = append(failed, reps[i])
+		}
+		switch {
+		case len(failed) == 0:
+			return nil
+		case len(failed) == len(reps):
+			return fmt.Errorf("extent %d: every replica failed: %w", e, errors.Join(errs...))
+		}
+		return v.drop(ctx, e, ex, failed, errors.Join(errs...))
+	}
+}
+
+// place chooses the replicas of a new extent.
+func (v *Volume) place(ctx context.Context, e uint64, ex *extent) error {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	if ex.present || ex.unavailable {
+		return nil
+	}
+	var cands []placement.Disk
+	up := map[string]bool{}
+	for _, d := range v.cfg.Pool.Disks() {
+		ok, seen := up[d.Node]
+		if !seen {
+			_, err := v.cfg.Pool.Replica(d.Node)
+			ok = err == nil
+			up[d.Node] = ok
+		}
+		if ok {
+			cands = append(cands, placement.Disk{Node: d.Node, ID: d.ID, Free: d.Free})
+		}
+	}
+	chosen := placement.Choose(cands, v.cfg.VSD, e, v.cfg.Replicas)
+	reps := make([]loc, len(chosen))
+	for i, d := range chosen {
+		reps[i] = loc{d.Node, d.ID}
+	}
+	// Free whatever is left under this key on the chosen disks (a stale
+	// copy, or one this Volume never saw), so no old block survives in the
+	// new chunk.
+	errs := v.fanout(ctx, reps, func(ctx context.Context, r Replica, l loc) error {
+		return r.Free(ctx, l.disk, v.key(e), v.cfg.Epoch)
+	})
+	var good []loc
+	for i, err := range errs {
+		if errors.Is(err, chunkstore.ErrStaleEpoch) {
+			return fenced(err)
+		}
+		if err == nil {
+			good = append(good, reps[i])
+			ex.missing = slices.DeleteFunc(ex.missing, func(l loc) bool { return l == reps[i] })
+		}
+	}
+	if len(good) < v.minNodes {
+		return fmt.Errorf("place extent %d: %d of the %d nodes needed are reachable with free space: %w", e, len(good), v.minNodes, nbd.ErrNoSpace)
+	}
+	ex.replicas, ex.gen, ex.present = good, v.nextGen(ex.gen), true
+	ex.bmu.Lock()
+	ex.written = make([]byte, v.chunk/chunkstore.BlockSize/8)
+	ex.bmu.Unlock()
+	return nil
+}
+
+// drop removes failed replicas from extent e: the survivors get a new
+// generation naming only them, durably, before drop returns. cause is the
+// failure, for the log.
+func (v *Volume) drop(ctx context.Context, e uint64, ex *extent, failed []loc, cause error) error {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	var gone []loc
+	for _, f := range failed {
+		if slices.Contains(ex.replicas, f) {
+			gone = append(gone, f)
+		}
+	}
+	if len(gone) == 0 {
+		return nil // dropped already, under this lock, durably
+	}
+	survivors := slices.DeleteFunc(slices.Clone(ex.replicas), func(l loc) bool { return slices.Contains(gone, l) })
+	for {
+		if len(survivors) == 0 {
+			ex.unavailable, ex.replicas = true, nil
+			ex.missing = append(ex.missing, gone...)
+			return fmt.Errorf("extent %d: no replica left: %w: %w", e, ErrUnavailable, cause)
+		}
+		next := &extent{gen: v.nextGen(ex.gen), replicas: survivors}
+		st := next.stamp()
+		errs := v.fanout(ctx, survivors, func(ctx context.Context, r Replica, l loc) error {
+			return r.SetStamp(ctx, l.disk, v.key(e), v.cfg.Epoch, st, true)
+		})
+		var bad []loc
+		for i, err := range errs {
+			if errors.Is(err, chunkstore.ErrStaleEpoch) {
+				return fenced(err)
+			}
+			if err != nil {
+				bad = append(bad, survivors[i])
+			}
+		}
+		if len(bad) == 0 {
+			ex.gen, ex.replicas = next.gen, survivors
+			ex.missing = append(ex.missing, gone...)
+			for _, g := range gone {
+				v.cfg.Log.Warn("replicated vsd: replica dropped, extent degraded", "vsd", v.cfg.VSD, "extent", e, "node", g.node, "disk", g.disk, "generation", ex.gen, "err", cause)
+				v.sweep(g.node)
+			}
+			return nil
+		}
+		gone = append(gone, bad...)
+		survivors = slices.DeleteFunc(survivors, func(l loc) bool { return slices.Contains(bad, l) })
+	}
+}
+
+// sweep drops node from every extent in the background when it is
+// unreachable, so that later owners need not wait for it.
+func (v *Volume) sweep(node string) {
+	if v.reachable(node) {
+		return // only the one disk or request failed
+	}
+	v.mu.Lock()
+	if v.dropped[node] || v.closed {
+		v.mu.Unlock()
+		return
+	}
+	v.dropped[node] = true
+	v.sweeps.Add(1)
+	v.mu.Unlock()
+	go func() {
+		defer v.sweeps.Done()
+		v.dropNode(v.bg, node)
+		v.mu.Lock()
+		delete(v.dropped, node)
+		v.mu.Unlock()
+	}()
+}
+
+// reachable reports whether node's Replica is available and, for a
+// network client, still connected.
+func (v *Volume) reachable(node string) bool {
+	r, err := v.cfg.Pool.Replica(node)
+	if err != nil {
+		return false
+	}
+	c, ok := r.(*chunksvc.Client)
+	return !ok || c.Err() == nil
+}
+
+// dropNode drops node's replicas from every extent.
+func (v *Volume) dropNode(ctx context.Context, node string) error {
+	v.mu.Lock()
+	var es []uint64
+	for e := range v.extents {
+		es = append(es, e)
+	}
+	v.mu.Unlock()
+	slices.Sort(es)
+	var errs []error
+	for _, e := range es {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		v.mu.Lock()
+		ex := v.extents[e]
+		v.mu.Unlock()
+		ex.mu.RLock()
+		var on []loc
+		for _, r := range ex.replicas {
+			if r.node == node {
+				on = append(on, r)
+			}
+		}
+		ex.mu.RUnlock()
+		if len(on) > 0 {
+			if err := v.drop(ctx, e, ex, on, fmt.Errorf("node %s failed", node)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mapErr turns errors into the ones the NBD server maps.
+func mapErr(err error) error {
+	if err != nil && errors.Is(err, chunkstore.ErrFull) && !errors.Is(err, nbd.ErrNoSpace) {
+		return fmt.Errorf("%w: %w", nbd.ErrNoSpace, err)
+	}
+	return err
+}
+
+func (ex *extent) setBits(off, n int64, to bool) {
+	ex.bmu.Lock()
+	defer ex.bmu.Unlock()
+	if ex.written == nil {
+		return
+	}
+	first, last := off/chunkstore.BlockSize, (off+n-1)/chunkstore.BlockSize
+	if !to {
+		// Only whole blocks become unwritten.
+		first, last = (off+chunkstore.BlockSize-1)/chunkstore.BlockSize, (off+n)/chunkstore.BlockSize-1
+	}
+	for b := first; b <= last; b++ {
+		if to {
+			ex.written[b/8] |= 1 << (b % 8)
+		} else {
+			ex.written[b/8] &^= 1 << (b % 8)
+		}
+	}
+}
+
+// WriteAt implements nbd.Backend.
+func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	ps, err := v.pieces(off, int64(len(p)))
+	if err != nil {
+		return err
+	}
+	for _, pc := range ps {
+		data := p[pc.ReqStart : pc.ReqStart+pc.N]
+		err := v.modify(ctx, pc.Extent, true, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
+			return r.Write(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
+		})
+		if err != nil {
+			return mapErr(err)
+		}
+		ex, _ := v.get(pc.Extent)
+		ex.setBits(pc.Off, pc.N, true)
+	}
+	return nil
+}
+
+// ReadAt implements nbd.Backend.
+func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
+	ps, err := v.pieces(off, int64(len(p)))
+	if err != nil {
+		return err
+	}
+	for _, pc := range ps {
+		if err := v.readPiece(ctx, pc.Extent, pc.Off, p[pc.ReqStart:pc.ReqStart+pc.N]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *Volume) readPiece(ctx context.Context, e uint64, off int64, p []byte) error {
+	ex, err := v.peek(e)
+	if err != nil {
+		return err
+	}
+	if ex == nil {
+		clear(p)
+		return nil
+	}
+	ex.mu.RLock()
+	if ex.unavailable {
+		ex.mu.RUnlock()
+		return fmt.Errorf("read extent %d: %w", e, ErrUnavailable)
+	}
+	if !ex.present {
+		ex.mu.RUnlock()
+		clear(p)
+		return nil
+	}
+	order := slices.Clone(ex.replicas)
+	ex.mu.RUnlock()
+	// Prefer this node's replica; keep the rest in placement order.
+	slices.SortStableFunc(order, func(a, b loc) int {
+		switch {
+		case a.node == v.cfg.LocalNode && b.node != v.cfg.LocalNode:
+			return -1
+		case b.node == v.cfg.LocalNode && a.node != v.cfg.LocalNode:
+			return 1
+		}
+		return 0
+	})
+	var bad []loc
+	var errs []error
+	for _, l := range order {
+		r, err := v.cfg.Pool.Replica(l.node)
+		if err == nil {
+			err = v.do(ctx, func(ctx context.Context) error { return r.Read(ctx, l.disk, v.key(e), off, p) })
+		}
+		if err == nil {
+			if len(bad) > 0 {
+				v.repair(ctx, e, ex, l, bad, off, int64(len(p)))
+			}
+			return nil
+		}
+		if errors.Is(err, chunkstore.ErrChecksum) {
+			bad = append(bad, l)
+		}
+		errs = append(errs, fmt.Errorf("node %s: %w", l.node, err))
+	}
+	clear(p)
+	return fmt.Errorf("read extent %d: no replica returned good data: %w", e, errors.Join(errs...))
+}
+
+// repair rewrites the blocks covering [off, off+n) of extent e on the bad
+// replicas with the data of good.
+func (v *Volume) repair(ctx context.Context, e uint64, ex *extent, good loc, bad []loc, off, n int64) {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	a := off / chunkstore.BlockSize * chunkstore.BlockSize
+	b := min((off+n+chunkstore.BlockSize-1)/chunkstore.BlockSize*chunkstore.BlockSize, v.chunk)
+	buf := make([]byte, b-a)
+	r, err := v.cfg.Pool.Replica(good.node)
+	if err == nil {
+		err = v.do(ctx, func(ctx context.Context) error { return r.Read(ctx, good.disk, v.key(e), a, buf) })
+	}
+	if err != nil {
+		v.cfg.Log.Warn("replicated vsd: repair read", "vsd", v.cfg.VSD, "extent", e, "err", err)
+		return
+	}
+	st := ex.stamp()
+	for _, l := range bad {
+		if !slices.Contains(ex.replicas, l) {
+			continue
+		}
+		r, err := v.cfg.Pool.Replica(l.node)
+		if err == nil {
+			err = v.do(ctx, func(ctx context.Context) error {
+				return r.Write(ctx, l.disk, v.key(e), v.cfg.Epoch, st, a, buf, true)
+			})
+		}
+		v.cfg.Log.Warn("replicated vsd: rewrote blocks that failed their checksum", "vsd", v.cfg.VSD, "extent", e, "node", l.node, "disk", l.disk, "offset", a, "length", b-a, "err", err)
+	}
+}
+
+// Flush implements nbd.Backend: every node this Volume has written to
+// syncs (a node with nothing new syncs cheaply); a node that fails is
+// dropped from every extent it holds and forgotten until written again.
+func (v *Volume) Flush(ctx context.Context) error {
+	v.mu.Lock()
+	var reps []loc
+	for n := range v.written {
+		reps = append(reps, loc{node: n})
+	}
+	v.mu.Unlock()
+	errs := v.fanout(ctx, reps, func(ctx context.Context, r Replica, _ loc) error { return r.Sync(ctx) })
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		v.cfg.Log.Warn("replicated vsd: sync failed; dropping the node's replicas", "vsd", v.cfg.VSD, "node", reps[i].node, "err", err)
+		if err := v.dropNode(ctx, reps[i].node); err != nil {
+			return fmt.Errorf("flush: %w", err)
+		}
+		v.mu.Lock()
+		delete(v.written, reps[i].node)
+		v.mu.Unlock()
+	}
+	return nil
+}
+
+// Trim implements nbd.Backend: trimmed ranges read as zero.
+func (v *Volume) Trim(ctx context.Context, off, length int64, fua bool) error {
+	return v.WriteZeroes(ctx, off, length, nbd.ZeroFlags{FUA: fua})
+}
+
+// WriteZeroes implements nbd.Backend.
+func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroFlags) error {
+	ps, err := v.pieces(off, length)
+	if err != nil {
+		return err
+	}
+	if f.NoHole {
+		if f.Fast {
+			return nbd.ErrNotFast
+		}
+		zero := make([]byte, min(length, v.chunk))
+		for _, pc := range ps {
+			if err := v.WriteAt(ctx, zero[:pc.N], off+pc.ReqStart, f.FUA); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, pc := range ps {
+		err := v.modify(ctx, pc.Extent, false, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
+			if pc.N == v.chunk {
+				if err := r.Free(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch); err != nil || !f.FUA {
+					return err
+				}
+				return r.Sync(ctx)
+			}
+			return r.Zero(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, pc.N, f.FUA)
+		})
+		if err != nil {
+			return mapErr(err)
+		}
+		if ex, _ := v.peek(pc.Extent); ex != nil {
+			ex.setBits(pc.Off, pc.N, false)
+		}
+	}
+	return nil
+}
+
+// BlockStatus implements nbd.Backend: unwritten blocks are holes.
+func (v *Volume) BlockStatus(ctx context.Context, off, length int64, maxExtents int) ([]nbd.Extent, error) {
+	ps, err := v.pieces(off, length)
+	if err != nil {
+		return nil, err
+	}
+	var runs []chunkstore.Run
+	for _, pc := range ps {
+		ex, err := v.peek(pc.Extent)
+		if err != nil {
+			return nil, err
+		}
+		var written []byte
+		if ex != nil {
+			ex.mu.RLock()
+			unavailable := ex.unavailable
+			ex.mu.RUnlock()
+			ex.bmu.Lock()
+			written = slices.Clone(ex.written)
+			ex.bmu.Unlock()
+			if unavailable { // unknown content: report data, reads fail
+				written = bytes.Repeat([]byte{0xff}, int(v.chunk/chunkstore.BlockSize/8))
+			}
+		}
+		var more bool
+		if runs, more = chunkstore.AppendRuns(runs, written, pc.Off, pc.N, maxExtents); !more {
+			break
+		}
+	}
+	out := make([]nbd.Extent, len(runs))
+	for i, r := range runs {
+		out[i] = nbd.Extent{Length: r.Length, Hole: !r.Written, Zero: !r.Written}
+	}
+	return out, nil
+}

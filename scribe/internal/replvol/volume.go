@@ -1,0 +1,359 @@
+package replvol
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
+	"github.com/shoal-hci/shoal/scribe/internal/nbd"
+)
+
+// loc is one replica of an extent: a disk on a node.
+type loc struct {
+	node string
+	disk chunkstore.ID
+}
+
+// extent is the owner's view of one extent.
+type extent struct {
+	mu sync.RWMutex // data requests hold it shared, set changes exclusively
+
+	// Guarded by mu.
+	present     bool // the extent has chunks on replicas
+	gen         uint64
+	replicas    []loc // up to date
+	missing     []loc // dropped or stale: never served, never reused
+	unavailable bool  // no trusted copy reachable
+
+	bmu     sync.Mutex
+	written []byte // one bit per block, as the replicas' chunk headers
+}
+
+func (e *extent) stamp() chunkstore.Stamp {
+	st := chunkstore.Stamp{Gen: e.gen}
+	for i, r := range e.replicas {
+		if i < len(st.Members) {
+			st.Members[i] = r.disk
+		}
+	}
+	return st
+}
+
+// Volume is a replicated VSD.
+type Volume struct {
+	cfg      Config
+	chunk    int64
+	minNodes int // fewest replicas of a new extent
+
+	mu      sync.Mutex
+	closed  bool
+	extents map[uint64]*extent
+	written map[string]bool // nodes written to: Flush syncs them
+	dropped map[string]bool // nodes being or already swept
+
+	sweeps sync.WaitGroup
+	stop   context.CancelFunc
+	bg     context.Context
+}
+
+var _ nbd.Backend = (*Volume)(nil)
+
+// Open fences the VSD at cfg.Epoch on every reachable node, rebuilds the
+// extent map from their chunk lists and returns the Volume. It fails with
+// ErrFenced when a node has seen a newer epoch and with ErrTooFewNodes
+// when too many nodes are unreachable.
+func Open(ctx context.Context, cfg Config) (*Volume, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	v := &Volume{cfg: cfg, extents: map[uint64]*extent{}, written: map[string]bool{}, dropped: map[string]bool{}}
+	sc, err := v.scan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for e, fs := range sc.copies {
+		v.extents[e] = v.resolve(e, fs, sc.diskReachable)
+	}
+	v.bg, v.stop = context.WithCancel(context.Background())
+	return v, nil
+}
+
+// found is a copy of an extent found on a node.
+type found struct {
+	loc
+	info chunkstore.ChunkInfo
+}
+
+// scanned is what scan found.
+type scanned struct {
+	copies        map[uint64][]found
+	diskReachable func(chunkstore.ID) bool
+}
+
+// scan fences the VSD on every reachable node and lists its chunks there.
+// It fails when a node has seen a newer epoch or too many nodes are
+// unreachable. The first scan also learns the chunk size.
+func (v *Volume) scan(ctx context.Context) (scanned, error) {
+	cfg := v.cfg
+	known := map[chunkstore.ID]string{} // disk → node
+	var nodes []string
+	for _, d := range cfg.Pool.Disks() {
+		if _, ok := known[d.ID]; ok {
+			continue
+		}
+		known[d.ID] = d.Node
+		if !slices.Contains(nodes, d.Node) {
+			nodes = append(nodes, d.Node)
+		}
+	}
+	sort.Strings(nodes)
+	if v.minNodes == 0 {
+		v.minNodes = min(cfg.Replicas, 2, max(len(nodes), 1))
+	}
+	copies := map[uint64][]found{}
+	reachable := map[string]bool{}
+	var unreachable []string
+	chunk := v.chunk
+	for _, node := range nodes {
+		r, err := cfg.Pool.Replica(node)
+		var cs []chunksvc.Chunk
+		var stats []chunksvc.DiskStat
+		if err == nil {
+			err = v.do(ctx, func(ctx context.Context) error { return r.Fence(ctx, cfg.VSD, cfg.Epoch) })
+			if errors.Is(err, chunkstore.ErrStaleEpoch) {
+				return scanned{}, fmt.Errorf("open VSD %s at epoch %d: node %s: %w: %w", cfg.VSD, cfg.Epoch, node, ErrFenced, err)
+			}
+		}
+		if err == nil {
+			err = v.do(ctx, func(ctx context.Context) (err error) { stats, err = r.Stat(ctx); return err })
+		}
+		if err == nil {
+			err = v.do(ctx, func(ctx context.Context) (err error) { cs, err = r.Chunks(ctx, cfg.VSD); return err })
+		}
+		if err != nil {
+			cfg.Log.Warn("replicated vsd: node unreachable while scanning", "vsd", cfg.VSD, "node", node, "err", err)
+			unreachable = append(unreachable, node)
+			continue
+		}
+		reachable[node] = true
+		for _, s := range stats {
+			if chunk == 0 {
+				chunk = s.ChunkSize
+			}
+			if s.ChunkSize != chunk {
+				return scanned{}, fmt.Errorf("open VSD %s: disk %s has %d-byte chunks, others %d: %w", cfg.VSD, s.ID, s.ChunkSize, chunk, nbd.ErrInvalid)
+			}
+		}
+		for _, c := range cs {
+			copies[c.Key.Extent] = append(copies[c.Key.Extent], found{loc{node, c.Disk}, c.ChunkInfo})
+		}
+	}
+	if len(unreachable) >= v.minNodes {
+		return scanned{}, fmt.Errorf("open VSD %s: nodes %v unreachable, at most %d may be: %w", cfg.VSD, unreachable, v.minNodes-1, ErrTooFewNodes)
+	}
+	if v.chunk == 0 {
+		v.chunk = cmp.Or(chunk, chunkstore.DefaultChunkSize)
+	}
+	return scanned{copies: copies, diskReachable: func(d chunkstore.ID) bool { n, ok := known[d]; return ok && reachable[n] }}, nil
+}
+
+// resolve decides what the copies fs of extent e found by a scan are
+// worth (see doc.go): the extent's replicas, stale copies, or unavailable.
+func (v *Volume) resolve(e uint64, fs []found, diskReachable func(chunkstore.ID) bool) *extent {
+	ex := &extent{}
+	var gmax uint64
+	for _, f := range fs {
+		gmax = max(gmax, f.info.Stamp.Gen)
+	}
+	ex.gen = gmax
+	at := map[chunkstore.ID]found{}
+	var members []chunkstore.ID
+	for _, f := range fs {
+		if f.info.Stamp.Gen != gmax {
+			continue
+		}
+		at[f.disk] = f
+		for _, m := range f.info.Stamp.Members {
+			if m != (chunkstore.ID{}) && !slices.Contains(members, m) {
+				members = append(members, m)
+			}
+		}
+		if f.info.Stamp.Members == ([chunkstore.MaxMembers]chunkstore.ID{}) && !slices.Contains(members, f.disk) {
+			members = append(members, f.disk) // written without a stamp
+		}
+	}
+	freed := false
+	for _, m := range members {
+		f, ok := at[m]
+		switch {
+		case !diskReachable(m):
+			ex.unavailable = true
+		case !ok:
+			freed = true // reachable member without the newest copy
+		default:
+			ex.replicas = append(ex.replicas, f.loc)
+			if ex.written == nil {
+				ex.written = f.info.Written
+			}
+		}
+	}
+	for _, f := range fs {
+		if !slices.Contains(ex.replicas, f.loc) {
+			ex.missing = append(ex.missing, f.loc)
+		}
+	}
+	switch {
+	case ex.unavailable:
+		ex.replicas = nil
+		v.cfg.Log.Warn("replicated vsd: extent unavailable, a replica naming it is unreachable", "vsd", v.cfg.VSD, "extent", e)
+	case freed:
+		// The extent was freed on a member after these copies went
+		// stale: every copy is stale, the extent is a hole.
+		ex.missing = append(ex.missing, ex.replicas...)
+		ex.replicas, ex.written = nil, nil
+	default:
+		ex.present = len(ex.replicas) > 0
+	}
+	return ex
+}
+
+// Rescan looks again at the extents that are unavailable (their newest
+// copies name a node that was unreachable): it fences and lists every
+// reachable node, as Open does, and makes available the extents whose
+// members can now all be checked. Call it when a node comes back. It
+// returns how many extents are still unavailable.
+func (v *Volume) Rescan(ctx context.Context) (int, error) {
+	sc, err := v.scan(ctx)
+	if err != nil {
+		return 0, err
+	}
+	v.mu.Lock()
+	exs := map[uint64]*extent{}
+	for e, ex := range v.extents {
+		exs[e] = ex
+	}
+	v.mu.Unlock()
+	left := 0
+	for e, ex := range exs {
+		ex.mu.Lock()
+		if ex.unavailable {
+			if fs := sc.copies[e]; len(fs) > 0 {
+				if got := v.resolve(e, fs, sc.diskReachable); !got.unavailable {
+					ex.present, ex.unavailable, ex.gen, ex.replicas, ex.missing = got.present, false, got.gen, got.replicas, got.missing
+					ex.bmu.Lock()
+					ex.written = got.written
+					ex.bmu.Unlock()
+				}
+			}
+			if ex.unavailable {
+				left++
+			}
+		}
+		ex.mu.Unlock()
+	}
+	return left, nil
+}
+
+// Close stops background work. It does not flush: call Flush first.
+func (v *Volume) Close() error {
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return nil
+	}
+	v.closed = true
+	v.mu.Unlock()
+	v.stop()
+	v.sweeps.Wait()
+	return nil
+}
+
+// do runs f with the per-request timeout.
+func (v *Volume) do(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
+	defer cancel()
+	return f(ctx)
+}
+
+func (v *Volume) get(e uint64) (*extent, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return nil, ErrClosed
+	}
+	ex := v.extents[e]
+	if ex == nil {
+		ex = &extent{}
+		v.extents[e] = ex
+	}
+	return ex, nil
+}
+
+// peek returns extent e if the Volume knows it, without creating it.
+func (v *Volume) peek(e uint64) (*extent, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return nil, ErrClosed
+	}
+	return v.extents[e], nil
+}
+
+// Status reports the replication state.
+func (v *Volume) Status() Status {
+	v.mu.Lock()
+	keys := make([]uint64, 0, len(v.extents))
+	for e := range v.extents {
+		keys = append(keys, e)
+	}
+	v.mu.Unlock()
+	slices.Sort(keys)
+	var st Status
+	for _, e := range keys {
+		v.mu.Lock()
+		ex := v.extents[e]
+		v.mu.Unlock()
+		ex.mu.RLock()
+		st.StaleCopies += len(ex.missing)
+		if ex.unavailable {
+			st.Unavailable = append(st.Unavailable, e)
+		}
+		if ex.present {
+			ex.bmu.Lock()
+			n := 0
+			for _, b := range ex.written {
+				for ; b != 0; b &= b - 1 {
+					n++
+				}
+			}
+			ex.bmu.Unlock()
+			if n > 0 {
+				st.Extents++
+			}
+			st.BytesUsed += int64(n) * chunkstore.BlockSize * int64(len(ex.replicas))
+			if len(ex.replicas) < v.cfg.Replicas {
+				st.Degraded = append(st.Degraded, DegradedExtent{Extent: e, Replicas: v.disks(ex.replicas), Missing: v.disks(ex.missing)})
+			}
+		}
+		ex.mu.RUnlock()
+	}
+	return st
+}
+
+func (v *Volume) disks(ls []loc) []Disk {
+	var out []Disk
+	for _, l := range ls {
+		out = append(out, Disk{Node: l.node, ID: l.disk})
+	}
+	return out
+}
+
+// Size implements nbd.Backend.
+func (v *Volume) Size() int64 { return v.cfg.Size }
