@@ -27,9 +27,10 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/shoal and bin/shoal-qa
+build: ## build bin/shoal, bin/shoal-qa and bin/shoal-agent (the in-guest agent)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal ./appliance/cmd/shoal
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/shoal-qa ./qa/cmd/shoal-qa
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(BIN)/shoal-agent ./hypervisor/cmd/shoal-agent
 
 .PHONY: deps
 deps: ## install every Debian package and Go module the project needs (idempotent)
@@ -57,7 +58,7 @@ lint: ## gofmt, go vet, staticcheck, go.mod tidy
 test: lint ## lint, go test (with -race), fast qa scenarios; what CI runs
 	$(GO) test $(RACE) -count=1 -timeout 30m ./...
 	@if [ "$$(id -u)" = 0 ]; then \
-		$(GO) test -tags qa -count=1 -timeout 20m -run '$(QA_FAST)' ./qa/...; \
+		$(GO) test -tags qa -count=1 -timeout 35m -run '$(QA_FAST)' ./qa/...; \
 	else echo "make test: qa scenarios need root; skipped (run as root, as CI does)"; fi
 
 .PHONY: qa
@@ -69,7 +70,20 @@ bench: ## benchmarks; each prints its figures next to its baseline
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 
 .PHONY: demo
-demo: build ## start a three-node cluster that forms by itself (process-level until the image lands)
+demo: ## boot three appliance images in QEMU; they form a cluster by themselves (root; make demo-down)
+	@$(BIN)/shoal-qa vm down >/dev/null 2>&1 || true # a fresh demo each time
+	@start=$$SECONDS; $(MAKE) --no-print-directory image || exit 1; \
+	echo "demo: build (binaries + image) took $$((SECONDS - start)) s; image sizes above"
+	$(BIN)/shoal-qa vm up -n 3 --wait
+	$(BIN)/shoal-qa vm exec node1 -- shoal status
+	@$(BIN)/shoal-qa vm status
+	@echo "demo: the three nodes keep running. Try '$(BIN)/shoal-qa vm exec node2 -- shoal node ls',"
+	@echo "      '$(BIN)/shoal-qa vm add-node', '$(BIN)/shoal-qa vm cut node3 0', '$(BIN)/shoal-qa vm console node1'."
+	@echo "      node1's node API (HTTPS, mutual TLS: a member certificate is needed) is on https://127.0.0.1:17443."
+	@echo "      Stop with 'make demo-down'."
+
+.PHONY: demo-proc
+demo-proc: build ## the same cluster as processes in network namespaces (fast, root)
 	@$(BIN)/shoal-qa down >/dev/null 2>&1 || true # a fresh demo each time
 	$(BIN)/shoal-qa up -n 3 --shoal $(BIN)/shoal
 	@echo "demo: no command is given to any node; waiting for them to form a cluster (about 20 s)..."
@@ -80,7 +94,8 @@ demo: build ## start a three-node cluster that forms by itself (process-level un
 	@echo "demo: try '$(BIN)/shoal-qa exec node2 -- shoal node ls', '$(BIN)/shoal-qa add-node', '$(BIN)/shoal-qa kill node3'; stop with 'make demo-down'"
 
 .PHONY: demo-down
-demo-down: ## remove the demo cluster
+demo-down: ## remove the demo cluster (image-level and process-level)
+	$(BIN)/shoal-qa vm down
 	$(BIN)/shoal-qa down
 
 .PHONY: image

@@ -10,4 +10,11 @@
 // inside a node (Exec). It needs root and skips the test otherwise. The
 // shoal-qa command (qa/cmd/shoal-qa) offers the same over separate
 // invocations; docs/qa.md describes both.
+//
+// NewVMCluster(t, VMOptions) does the same one level up: copies of the
+// built appliance image (BuildImage builds it once per test process, via
+// make image's cache) booted in QEMU on a userspace switch with DHCP;
+// its methods pull cables, partition, kill, add nodes and run commands
+// inside a node through the QEMU guest agent (`shoal-qa vm` offers the
+// same from a shell).
 package qa

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/shoal-hci/shoal/peer/client"
 )
 
 // Config says where the gate looks. The zero value is not usable; start
@@ -102,9 +102,9 @@ func Checks() []Check {
 		})
 	}
 	checks = append(checks, Check{
-		Name:    "peer API",
+		Name:    "peer joined or announcing",
 		Applies: func(c Config) bool { return c.installed("shoal-peer.service") },
-		Run:     checkPeerSocket,
+		Run:     checkPeer,
 	})
 	return checks
 }
@@ -247,27 +247,63 @@ func checkActive(ctx context.Context, c Config, unit string) error {
 	return nil
 }
 
-// checkPeerSocket: the peer's local API answers HTTP at all.
-// TODO(peer issue): ask it whether the node joined a cluster or is
-// unclaimed and announcing.
-func checkPeerSocket(ctx context.Context, c Config) error {
+// checkPeer asks the peer's local API for the node's status and wants
+// the node joined, or unclaimed and announcing (peerReady).
+func checkPeer(ctx context.Context, c Config) error {
 	sock := c.path(c.PeerSocket)
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://peer/", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
+	st, err := client.New(sock).Status(ctx)
 	if err != nil {
 		return fmt.Errorf("peer API on %s does not answer: %w", sock, err)
 	}
-	resp.Body.Close()
-	return nil
+	return peerReady(st)
+}
+
+// peerReady is the peer part of the gate:
+//   - a member: the node is alive in its own member list and, when the
+//     cluster has other members, gossip works: at least one of them is
+//     alive as this node sees it;
+//   - unclaimed: it announces itself: it has a gossip and an API address,
+//     which its discovery beacon carries (the status does not expose the
+//     beacon itself);
+//   - joining (waiting for an operator to approve it): healthy too, so
+//     that a slow human never makes a good slot fall back.
+//
+// Removed, or any other phase, is not healthy.
+func peerReady(st client.Status) error {
+	switch st.Phase {
+	case client.PhaseMember:
+		if st.ClusterID == "" {
+			return errors.New("peer says member but has no cluster ID")
+		}
+		selfAlive, others, othersAlive := false, 0, 0
+		for _, m := range st.Members {
+			if m.ID == st.Self.ID {
+				selfAlive = m.State == client.StateAlive
+				continue
+			}
+			others++
+			if m.State == client.StateAlive {
+				othersAlive++
+			}
+		}
+		switch {
+		case !selfAlive:
+			return fmt.Errorf("member of cluster %s but not alive in its own member list", st.ClusterID)
+		case others > 0 && othersAlive == 0:
+			return fmt.Errorf("member of cluster %s but none of the %d other members is alive: no gossip (check the backplane cables)", st.ClusterID, others)
+		}
+		return nil
+	case client.PhaseUnclaimed:
+		if st.Self.Gossip == "" || st.Self.API == "" {
+			return errors.New("unclaimed and not announcing: no gossip or API address yet")
+		}
+		return nil
+	case client.PhaseJoining:
+		return nil
+	case "":
+		return errors.New("peer reports no phase")
+	}
+	return fmt.Errorf("peer is %s, neither a member nor unclaimed (shoal status says more)", st.Phase)
 }

@@ -2,7 +2,9 @@ package healthgate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/shoal-hci/shoal/peer/client"
 )
 
 type fakeUnits struct {
@@ -123,8 +126,8 @@ func TestOnce(t *testing.T) {
 			units:      []string{"shoal-peer.service"},
 			mountVar:   "/dev/vda4",
 			state:      map[string]string{"shoal-peer.service": "active"},
-			wantRun:    []string{"state partition", "shoal-peer.service", "peer API"},
-			wantFailed: []string{"peer API"},
+			wantRun:    []string{"state partition", "shoal-peer.service", "peer joined or announcing"},
+			wantFailed: []string{"peer joined or announcing"},
 		},
 	}
 	for _, tt := range tests {
@@ -142,9 +145,9 @@ func TestOnce(t *testing.T) {
 	}
 }
 
-func TestPeerSocketAnswers(t *testing.T) {
-	c := node(t, []string{"shoal-peer.service"}, "/dev/vda4")
-	c.Units = &fakeUnits{state: map[string]string{"shoal-peer.service": "active"}}
+// servePeer answers GET /v1/status on the node's peer socket with st.
+func servePeer(t *testing.T, c Config, st client.Status) {
+	t.Helper()
 	sock := filepath.Join(c.Root, c.PeerSocket)
 	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 		t.Fatal(err)
@@ -153,13 +156,80 @@ func TestPeerSocketAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.NotFoundHandler()}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(st) })
+	srv := &http.Server{Handler: mux}
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })
+}
 
-	if failed := Failed(Once(context.Background(), c, Checks())); len(failed) != 0 {
-		t.Errorf("failed: %v", failed)
+func TestPeerCheckOverTheSocket(t *testing.T) {
+	tests := []struct {
+		name     string
+		st       client.Status
+		wantFail bool
+	}{
+		{name: "member with an alive peer", st: member(client.StateAlive, client.StateAlive)},
+		{name: "unclaimed and announcing", st: client.Status{Phase: client.PhaseUnclaimed, Self: self}},
+		{name: "member hearing nobody", st: member(client.StateAlive, client.StateFailed), wantFail: true},
+		{name: "removed", st: client.Status{Phase: client.PhaseRemoved, Self: self}, wantFail: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := node(t, []string{"shoal-peer.service"}, "/dev/vda4")
+			c.Units = &fakeUnits{state: map[string]string{"shoal-peer.service": "active"}}
+			servePeer(t, c, tt.st)
+			failed := Failed(Once(context.Background(), c, Checks()))
+			if got := len(failed) != 0; got != tt.wantFail {
+				t.Errorf("failed checks %v, want failure %v", failed, tt.wantFail)
+			}
+		})
+	}
+}
+
+var self = client.Member{ID: "n1", Name: "shoal-n1", State: client.StateAlive, Gossip: "[fd53:686f:616c::1]:7946", API: "[fd53:686f:616c::1]:7443"}
+
+// member is node n1's status in a cluster whose members have the given
+// states (n1 first).
+func member(states ...string) client.Status {
+	st := client.Status{Phase: client.PhaseMember, ClusterID: "c1", Self: self}
+	for i, s := range states {
+		st.Members = append(st.Members, client.Member{ID: fmt.Sprintf("n%d", i+1), State: s})
+	}
+	return st
+}
+
+func TestPeerReady(t *testing.T) {
+	tests := []struct {
+		name    string
+		st      client.Status
+		wantErr string // substring; "" means healthy
+	}{
+		{name: "member alone in its cluster", st: member(client.StateAlive)},
+		{name: "member of three, all alive", st: member(client.StateAlive, client.StateAlive, client.StateAlive)},
+		{name: "member, one other alive, one failed", st: member(client.StateAlive, client.StateFailed, client.StateAlive)},
+		{name: "member hearing nobody", st: member(client.StateAlive, client.StateFailed, client.StateSuspect), wantErr: "none of the 2 other members is alive"},
+		{name: "member not alive itself", st: member(client.StateLeaving, client.StateAlive), wantErr: "not alive in its own member list"},
+		{name: "member not in its own list", st: client.Status{Phase: client.PhaseMember, ClusterID: "c1", Self: self,
+			Members: []client.Member{{ID: "n2", State: client.StateAlive}}}, wantErr: "not alive in its own member list"},
+		{name: "member without cluster ID", st: client.Status{Phase: client.PhaseMember, Self: self}, wantErr: "no cluster ID"},
+		{name: "unclaimed, announcing", st: client.Status{Phase: client.PhaseUnclaimed, Self: self}},
+		{name: "unclaimed without addresses", st: client.Status{Phase: client.PhaseUnclaimed, Self: client.Member{ID: "n1"}}, wantErr: "not announcing"},
+		{name: "joining: waits for an operator", st: client.Status{Phase: client.PhaseJoining, Self: self}},
+		{name: "removed", st: client.Status{Phase: client.PhaseRemoved, Self: self}, wantErr: "neither a member nor unclaimed"},
+		{name: "no phase", st: client.Status{}, wantErr: "no phase"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := peerReady(tt.st)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("peerReady: %v, want healthy", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("peerReady: %v, want an error with %q", err, tt.wantErr)
+			}
+		})
 	}
 }
 

@@ -44,6 +44,7 @@ Usage: shoal-qa [--dir D] VERB [ARGS]   (D defaults to $SHOAL_QA_DIR or /tmp/sho
   disk-full NODE DISK         writes that allocate on DISK return ENOSPC
   disk-heal NODE DISK         DISK works again
   add-node                    plug in a new node and start its daemons
+  vm VERB ...                 image-level clusters in QEMU (shoal-qa vm help)
   bench scribe [FLAGS]        fio: a 2-replica VSD in a cluster vs qemu-nbd (shoal-qa bench help)
 `
 
@@ -290,6 +291,8 @@ func dispatch(ctx context.Context, verb, dir string, args []string) error {
 		}
 		_, err = c.AddNode(ctx)
 		return err
+	case "vm":
+		return vmMain(ctx, dir, args) // image-level clusters (vm.go)
 	case "bench":
 		return benchMain(ctx, dir, args) // figures (bench.go)
 	case "fusedisk":

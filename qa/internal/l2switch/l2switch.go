@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // AgeOut is how long a learned MAC address stays bound to a port without
@@ -190,11 +192,27 @@ func (p *Port) send(frame []byte) {
 	p.write(frame)
 }
 
+// write sends a frame to the port's guest without ever blocking: a UNIX
+// datagram socket holds only a few frames (net.unix.max_dgram_qlen), and
+// QEMU stops reading it while the guest's NIC cannot receive (a booting
+// guest without its driver yet). A blocking send would stall the port's
+// reader and, through broadcasts, the whole switch; a congested port
+// drops instead, as a hardware switch does.
 func (p *Port) write(frame []byte) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	if _, err := p.conn.WriteToUnix(frame, p.peer); err != nil {
-		p.dropped.Add(1) // QEMU not started yet, or gone
+	rc, err := p.conn.SyscallConn()
+	if err != nil {
+		p.dropped.Add(1)
+		return
+	}
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendto(int(fd), frame, unix.MSG_DONTWAIT, &unix.SockaddrUnix{Name: p.peer.Name})
+		return true // never wait for the socket to drain
+	})
+	if err != nil || serr != nil {
+		p.dropped.Add(1) // QEMU not started yet, gone, or not reading
 		return
 	}
 	p.tx.Add(1)

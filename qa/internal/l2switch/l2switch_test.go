@@ -50,7 +50,10 @@ func (g *guest) recv(wait time.Duration) string {
 
 var bcast = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-func TestSwitch(t *testing.T) {
+// runSwitch runs a switch with three ports and a guest bound to each,
+// until the test ends.
+func runSwitch(t *testing.T) ([]*Port, []*guest) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "l2sw")
 	if err != nil {
 		t.Fatal(err)
@@ -58,19 +61,26 @@ func TestSwitch(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sw := New(dir)
 	var ports []*Port
-	for _, n := range []string{"a", "b", "c"} {
+	var guests []*guest
+	for i, n := range []string{"a", "b", "c"} {
 		p, err := sw.AddPort(n)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ports = append(ports, p)
+		guests = append(guests, newGuest(t, p, byte(i+1)))
 	}
-	a, b, c := newGuest(t, ports[0], 1), newGuest(t, ports[1], 2), newGuest(t, ports[2], 3)
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); sw.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	return ports, guests
+}
+
+func TestSwitch(t *testing.T) {
+	ports, guests := runSwitch(t)
+	a, b, c := guests[0], guests[1], guests[2]
 
 	const short, long = 200 * time.Millisecond, 2 * time.Second
 
@@ -133,5 +143,26 @@ func TestSwitch(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(ports[0].Netdev("n0")), []byte("remote.path="+ports[0].Local)) {
 		t.Errorf("netdev %q does not point QEMU at the switch socket", ports[0].Netdev("n0"))
+	}
+}
+
+// A guest that never reads (QEMU while the guest's NIC has no driver
+// yet) must not stall the switch: its port drops, the others carry on.
+func TestSilentGuestDoesNotStallTheSwitch(t *testing.T) {
+	ports, guests := runSwitch(t)
+	a, b := guests[0], guests[1] // guests[2] never reads
+
+	const frames = 100 // far more than a datagram socket queues
+	got := 0
+	for i := range frames {
+		a.send(t, bcast, "f")
+		if b.recv(2*time.Second) == "f" {
+			got++
+		} else {
+			t.Fatalf("b stopped getting broadcasts after %d of %d: the silent guest stalled the switch", got, i+1)
+		}
+	}
+	if st := ports[2].Stats(); st.Dropped == 0 {
+		t.Errorf("the silent guest's port dropped nothing: %+v", st)
 	}
 }
