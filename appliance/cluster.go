@@ -97,10 +97,15 @@ func ClusterPolicy(ctx context.Context, env *verb.Env, args []string) error {
 func Status(ctx context.Context, env *verb.Env, args []string) error {
 	fs := socketFlag(env, "status")
 	asJSON := fs.Bool("json", false, "print as JSON")
+	fs.addrFlags() // node.go
 	if err := fs.parse(env, args, 0); err != nil {
 		return err
 	}
-	st, err := fs.client().Status(ctx)
+	r, err := fs.reader()
+	if err != nil {
+		return err
+	}
+	st, err := r.Status(ctx)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,14 @@ package appliance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"text/tabwriter"
 
 	"github.com/shoal-hci/shoal/appliance/internal/verb"
+	"github.com/shoal-hci/shoal/peer"
 	"github.com/shoal-hci/shoal/peer/client"
 )
 
@@ -15,6 +18,8 @@ type flagSetWithSocket struct {
 	*flag.FlagSet
 	socket *string
 	pos    []string // positional arguments
+	// addr and dataDir are set by addrFlags (status, node ls).
+	addr, dataDir *string
 }
 
 // parse parses flags before and after positional arguments
@@ -42,6 +47,38 @@ func (f *flagSetWithSocket) Arg(i int) string { return f.pos[i] }
 
 func (f *flagSetWithSocket) client() *client.Client { return client.New(*f.socket) }
 
+// statusReader is what `status` and `node ls` read: the local API, or with
+// --addr a member's node API.
+type statusReader interface {
+	Status(ctx context.Context) (client.Status, error)
+	Nodes(ctx context.Context) ([]client.Member, error)
+}
+
+// addrFlags adds --addr and --data-dir to a read-only verb.
+func (f *flagSetWithSocket) addrFlags() {
+	f.addr = f.String("addr", "", "ask the member whose node API is at HOST[:PORT] (port 7443 by default) instead of the local socket")
+	f.dataDir = f.String("data-dir", peer.DefaultDataDir, "data dir holding this node's cluster certificate (used with --addr)")
+}
+
+// reader is the local API, or with --addr the node API of that member,
+// called with this node's cluster certificate.
+func (f *flagSetWithSocket) reader() (statusReader, error) {
+	if f.addr == nil || *f.addr == "" {
+		return f.client(), nil
+	}
+	nt, err := peer.LoadNodeTLS(*f.dataDir)
+	if errors.Is(err, peer.ErrNotMember) {
+		return nil, fmt.Errorf("this node has no cluster certificate in %s; run it on a member (or without --addr): %w", *f.dataDir, err)
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("%w (the cluster certificate is readable by root only: run as root)", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return client.NewRemote(*f.addr, nt.ClientTLS()), nil
+}
+
 func printMembers(env *verb.Env, ms []client.Member) {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tGOSSIP\tVERSION\tHARDWARE")
@@ -55,10 +92,15 @@ func printMembers(env *verb.Env, ms []client.Member) {
 func NodeLs(ctx context.Context, env *verb.Env, args []string) error {
 	fs := socketFlag(env, "node ls")
 	asJSON := fs.Bool("json", false, "print as JSON")
+	fs.addrFlags()
 	if err := fs.parse(env, args, 0); err != nil {
 		return err
 	}
-	ms, err := fs.client().Nodes(ctx)
+	r, err := fs.reader()
+	if err != nil {
+		return err
+	}
+	ms, err := r.Nodes(ctx)
 	if err != nil {
 		return err
 	}

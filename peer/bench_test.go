@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,19 +65,26 @@ func startRaw(tb testing.TB, n int) []gossipNode {
 	return nodes
 }
 
-// startShoal starts serf with shoal's gossip configuration (encrypted,
-// bounded push/pull) and shoal's join pattern: each node contacts up to
-// three random nodes already in the cluster (what an admission reply
-// lists), with at most 4 joins in flight (paced).
+// startShoal starts serf as startMembership does (GossipConfig, encrypted,
+// the node's gossip transport) and joins the way a node does: each node is
+// given three random nodes already in the cluster (what an admission reply
+// lists) and joins through the first that answers (joinOne), with at most
+// 4 joins in flight (paced).
 func startShoal(tb testing.TB, n int) []gossipNode { return startSerf(tb, n, true) }
+
+// background tracks the benchmark's re-sync goroutines, which outlive startSerf.
+var background sync.WaitGroup
 
 // startSerf starts serf with shoal's configuration (tuned) or serf's and
 // memberlist's stock LAN configuration, joined the same paced way.
 func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
 	key := make([]byte, 32)
 	rand.Read(key)
+	clusterID := fmt.Sprintf("%x", key[:16])
 	nodes := make([]gossipNode, n)
 	sem := make(chan struct{}, 4)
+	resync := peer.ResyncAfter(peer.DefaultTimers())
+	begin := time.Now()
 	var mu sync.Mutex
 	joined := []string{} // nodes already in: what an admission reply lists
 	var wg sync.WaitGroup
@@ -87,15 +95,25 @@ func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
 			c.MemberlistConfig = memberlist.DefaultLANConfig()
 			c.MemberlistConfig.EnableCompression = false
 		}
-		c.NodeName = "shoal-" + strconv.Itoa(i)
+		// Names and tags the size of a node's: 32-hex node IDs, cluster
+		// ID, version, node API address, hardware fingerprint.
+		name := fmt.Sprintf("%032x", i)
+		c.NodeName = name
+		c.Tags = map[string]string{"c": clusterID, "v": "v0.1.0-dev", "api": fmt.Sprintf("[fd53:686f:616c::%x]:7443", i), "hw": "1a2b-3c4d-5e6f"}
 		c.MemberlistConfig.BindAddr, c.MemberlistConfig.BindPort, c.MemberlistConfig.AdvertisePort = "127.0.0.1", 0, 0
 		if tuned {
+			// As startMembership: encrypted, on the node's transport.
 			kr, _ := memberlist.NewKeyring(nil, key)
 			c.MemberlistConfig.Keyring = kr
+			c.MemberlistConfig.GossipVerifyIncoming, c.MemberlistConfig.GossipVerifyOutgoing = true, true
+			tr, err := peer.NewGossipTransport("127.0.0.1", 0)
+			if err != nil {
+				tb.Fatalf("gossip transport %d: %v", i, err)
+			}
+			c.MemberlistConfig.Transport = tr
 		}
 		c.Logger = log.New(io.Discard, "", 0)
 		c.MemberlistConfig.Logger = c.Logger
-		c.Tags = map[string]string{"c": "bench", "v": "dev"}
 		s, err := serf.Create(c)
 		if err != nil {
 			tb.Fatalf("serf %d: %v", i, err)
@@ -115,12 +133,26 @@ func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			if _, err := s.Join(seeds, false); err == nil {
-				mu.Lock()
-				joined = append(joined, s.Memberlist().LocalNode().Address())
-				mu.Unlock()
+			err := peer.JoinOne(s, seeds)
+			<-sem
+			if err != nil {
+				return
 			}
+			mu.Lock()
+			joined = append(joined, s.Memberlist().LocalNode().Address())
+			if len(joined)%64 == 0 && os.Getenv("BENCH_MEMBERSHIP_TRACE") != "" {
+				fmt.Printf("  %d nodes joined after %.1fs\n", len(joined), time.Since(begin).Seconds())
+			}
+			mu.Unlock()
+			// Once more a little later, as the node's heal tick does (the
+			// tick is 1 s, so a node re-syncs up to a second later than
+			// here). Measured while the benchmark already waits.
+			background.Add(1)
+			go func() {
+				defer background.Done()
+				time.Sleep(resync)
+				peer.JoinOne(s, peer.ResyncTargets(s, name))
+			}()
 		}()
 	}
 	wg.Wait()
@@ -130,7 +162,19 @@ func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
 // waitAll polls until every node in nodes sees want members, or limit passes.
 func waitAll(nodes []gossipNode, want int, limit time.Duration) (time.Duration, bool) {
 	start := time.Now()
+	trace := os.Getenv("BENCH_MEMBERSHIP_TRACE") != ""
+	next := time.Second
 	for time.Since(start) < limit {
+		if trace && time.Since(start) > next {
+			next = time.Since(start) + time.Second
+			lo, sum := want, 0
+			for _, nd := range nodes {
+				a := nd.alive()
+				lo = min(lo, a)
+				sum += a
+			}
+			fmt.Printf("  t=%.1fs: fewest members seen %d, mean %.1f, want %d\n", time.Since(start).Seconds(), lo, float64(sum)/float64(len(nodes)), want)
+		}
 		ok := true
 		for _, nd := range nodes {
 			if nd.alive() != want {
@@ -150,6 +194,8 @@ type benchResult struct {
 	impl              string
 	n                 int
 	converge, failure time.Duration
+	cpu               time.Duration // process CPU time from start to converged
+	started           time.Duration // nodes created and joins returned
 	convOK, failOK    bool
 }
 
@@ -157,7 +203,7 @@ type benchResult struct {
 // every node seeing all n, then time from killing one node to every
 // survivor seeing n-1.
 func runMembership(tb testing.TB, impl string, n int) benchResult {
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	var nodes []gossipNode
 	switch impl {
 	case "raw":
@@ -168,16 +214,18 @@ func runMembership(tb testing.TB, impl string, n int) benchResult {
 		nodes = startShoal(tb, n)
 	}
 	defer func() {
+		background.Wait()
 		for _, nd := range nodes {
 			nd.kill()
 		}
 	}()
 	r := benchResult{impl: impl, n: n}
-	started := time.Since(start)
-	_, r.convOK = waitAll(nodes, n, 120*time.Second)
+	r.started = time.Since(start)
+	_, r.convOK = waitAll(nodes, n, convergeLimit)
 	r.converge = time.Since(start)
+	r.cpu = cpuTime() - cpu0
 	if testing.Verbose() {
-		fmt.Printf("%s N=%d: nodes started and joins returned after %.2fs\n", impl, n, started.Seconds())
+		fmt.Printf("%s N=%d: nodes started and joins returned after %.2fs\n", impl, n, r.started.Seconds())
 	}
 	if !r.convOK {
 		return r
@@ -185,23 +233,41 @@ func runMembership(tb testing.TB, impl string, n int) benchResult {
 	victim := n / 2
 	nodes[victim].kill()
 	survivors := append(append([]gossipNode(nil), nodes[:victim]...), nodes[victim+1:]...)
-	r.failure, r.failOK = waitAll(survivors, n-1, 120*time.Second)
+	r.failure, r.failOK = waitAll(survivors, n-1, convergeLimit)
 	nodes = survivors
 	return r
 }
 
+// convergeLimit bounds each wait of the benchmark.
+const convergeLimit = 120 * time.Second
+
 // BenchmarkMembership prints, for N simulated nodes in one process on
-// loopback, the time to converged membership and the time for all to see
-// a crash, for stock memberlist (DefaultLANConfig, all joining one seed)
-// and for shoal's gossip (serf, tuned timers, encrypted, paced joins).
-// Sizes: BENCH_MEMBERSHIP_N (comma-separated), default 3,32,128,256;
-// BENCH_MEMBERSHIP_IMPL=raw,serf,shoal chooses (serf: stock serf config
-// with shoal's paced joins, to isolate the tuning).
+// loopback, the time to converged membership, the process CPU time spent
+// until then, and the time for all to see a crash, for stock memberlist
+// (DefaultLANConfig, all joining one seed at once, unencrypted) and for
+// shoal's gossip exactly as startMembership runs it (serf with
+// GossipConfig's timers, encrypted, on the node's gossip transport,
+// joining the way joinGossip does with at most 4 joins in flight).
+//
+// Sizes: BENCH_MEMBERSHIP_N (comma-separated), default 3,32,128,256, and
+// doubling on up to SHOAL_BENCH_MAX_N when set (SHOAL_BENCH_MAX_N=512
+// adds 512: about 5 more minutes). BENCH_MEMBERSHIP_IMPL=raw,serf,shoal
+// chooses (serf: stock serf config with shoal's joins, to isolate the
+// tuning). BENCH_MEMBERSHIP_TRACE=1 prints progress every second.
 // Run: go test -run '^$' -bench Membership -benchtime 1x -timeout 30m ./peer/
 func BenchmarkMembership(b *testing.B) {
 	// Hundreds of nodes in one heap: GC dominates otherwise (same for both).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	sizes := []int{3, 32, 128, 256}
+	if s := os.Getenv("SHOAL_BENCH_MAX_N"); s != "" {
+		max, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("SHOAL_BENCH_MAX_N: %v", err)
+		}
+		for n := 512; n <= max; n *= 2 {
+			sizes = append(sizes, n)
+		}
+	}
 	if s := os.Getenv("BENCH_MEMBERSHIP_N"); s != "" {
 		sizes = nil
 		for _, f := range strings.Split(s, ",") {
@@ -224,20 +290,28 @@ func BenchmarkMembership(b *testing.B) {
 					r := runMembership(b, impl, n)
 					b.ReportMetric(r.converge.Seconds(), "converge-s")
 					b.ReportMetric(r.failure.Seconds(), "fail-seen-s")
+					b.ReportMetric(r.cpu.Seconds(), "converge-cpu-s")
 					results = append(results, r)
 				}
 			})
 		}
 	}
 	fmt.Println("\nmembership in one process, loopback UDP/TCP, this machine:")
-	fmt.Printf("%-6s %5s  %12s  %14s\n", "impl", "N", "converge", "failure seen")
+	fmt.Printf("%-6s %5s  %-28s  %-13s  %s\n", "impl", "N", "converge", "CPU to conv.", "crash seen by all")
 	for _, r := range results {
-		conv, fail := fmt.Sprintf("%.2fs", r.converge.Seconds()), fmt.Sprintf("%.2fs", r.failure.Seconds())
+		conv, cpu, fail := fmt.Sprintf("%.2fs", r.converge.Seconds()), fmt.Sprintf("%.1fs", r.cpu.Seconds()), fmt.Sprintf("%.2fs", r.failure.Seconds())
 		if !r.convOK {
-			conv, fail = "no ("+conv+")", "-"
+			conv, fail = fmt.Sprintf("did not converge in %.0fs", (convergeLimit+r.started).Seconds()), "-"
 		} else if !r.failOK {
-			fail = "no (" + fail + ")"
+			fail = fmt.Sprintf("not seen in %.0fs", convergeLimit.Seconds())
 		}
-		fmt.Printf("%-6s %5d  %12s  %14s\n", r.impl, r.n, conv, fail)
+		fmt.Printf("%-6s %5d  %-28s  %-13s  %s\n", r.impl, r.n, conv, cpu, fail)
 	}
+}
+
+// cpuTime is the CPU time (user + system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

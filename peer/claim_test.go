@@ -2,6 +2,9 @@ package peer_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,6 +105,8 @@ func TestClaimRaceOneWinner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// (voter changes are claims too: resource claim-voters)
+	ls = slices.DeleteFunc(ls, func(v client.ClaimView) bool { return v.Resource == "claim-voters" })
 	if diff := cmp.Diff([]client.ClaimView{want}, ls); diff != "" {
 		t.Errorf("claim ls on the winner (-want +got):\n%s", diff)
 	}
@@ -121,6 +126,22 @@ func TestClaimRaceOneWinner(t *testing.T) {
 	// The old epoch cannot be claimed again.
 	if _, err := wn.Client.Claim(ctx, client.ClaimRequest{Resource: "vm/race", Epoch: want.Epoch}); client.ClaimCode(err) == "" {
 		t.Errorf("claim of a superseded epoch: err = %v, want a claim error", err)
+	}
+
+	// Every node's cluster state records the current holder for display,
+	// one field per epoch, the older epoch pruned by the node that took over.
+	wantRec := client.Claim{Resource: "vm/race", Epoch: cl.Epoch, Holder: cl.Holder}
+	for i, nd := range c.Nodes {
+		var r client.StateRecord
+		c.WaitFor("claim/vm/race recorded in the state of every node", func() bool {
+			var err error
+			r, err = nd.Client.GetState(ctx, client.ClaimRecordKey("vm/race"))
+			got, ok := client.ClaimFromState(r)
+			return err == nil && ok && got == wantRec
+		})
+		if f, ok := r.Fields[client.ClaimEpochField(want.Epoch)]; ok && f.Value != "" {
+			t.Errorf("node %d: claim/vm/race still shows superseded epoch %d: %+v", i, want.Epoch, r.Fields)
+		}
 	}
 }
 
@@ -237,5 +258,51 @@ func TestClaimRemovedNodeStopsCounting(t *testing.T) {
 	v, err := c.Nodes[0].Client.GetClaim(ctx, "vm/r")
 	if err != nil || v.Epoch != 2 || v.Holder != c.Nodes[1].ID() {
 		t.Errorf("get after the removed node tried = %+v, %v; want epoch 2 held by node 1", v, err)
+	}
+}
+
+// Two nodes admitted at once: the voters grow one member per step, each
+// step decided by a claim, and end the same on every node; every node
+// reports its set in the cluster state, and claims work with five voters.
+func TestClaimVotersGrowOneAtATime(t *testing.T) {
+	c := peertest.NewCluster(t, 3)
+	waitVoters(c, 3, c.Nodes...)
+	c.AddNode()
+	c.AddNode()
+	c.WaitConverged(5)
+	ctx := t.Context()
+	defer func() {
+		if t.Failed() {
+			for i, nd := range c.Nodes {
+				f, _ := nd.Client.Fence(ctx)
+				l, _ := nd.Client.ListState(ctx, "claim-voters/")
+				var reps []string
+				for _, r := range l.Records {
+					reps = append(reps, r.Key[len("claim-voters/"):][:6]+" v"+r.Fields["version"].Value+" "+fmt.Sprint(len(strings.Split(r.Fields["voters"].Value, ","))))
+				}
+				t.Logf("node %d %s: fenced %v voters %d; reports %v", i, nd.ID()[:6], f.Fenced, len(f.Voters), reps)
+			}
+		}
+	}()
+	waitVoters(c, 5, c.Nodes...)
+	var want client.StateRecord
+	for i, nd := range c.Nodes {
+		c.WaitFor("every node reports the same voter version and set", func() bool {
+			r, err := nd.Client.GetState(ctx, "claim-voters/"+nd.ID())
+			if err != nil {
+				return false
+			}
+			if i == 0 {
+				want = r
+			}
+			return r.Fields["version"].Value == want.Fields["version"].Value && r.Fields["voters"].Value == want.Fields["voters"].Value
+		})
+	}
+	// From 3 to 5 voters is at least two versions (one per member).
+	if v := want.Fields["version"].Value; v == "" || v == "0" || v == "1" {
+		t.Errorf("voter version %q after growing from 3 to 5, want at least 2", v)
+	}
+	if cl, err := c.Nodes[4].Client.Claim(ctx, client.ClaimRequest{Resource: "vm/five"}); err != nil || cl.Holder != c.Nodes[4].ID() {
+		t.Errorf("claim with five voters: %+v, %v", cl, err)
 	}
 }

@@ -137,7 +137,7 @@ func DefaultTimers() Timers {
 		JoinPace:          10 * time.Second,
 		ProbeInterval:     time.Second,
 		ProbeTimeout:      500 * time.Millisecond,
-		GossipInterval:    200 * time.Millisecond,
+		GossipInterval:    100 * time.Millisecond, // stock 200 ms; see docs/peer.md "Scale"
 		SuspicionMult:     3,
 		PushPull:          5 * time.Second,
 		ReconnectInterval: 10 * time.Second,

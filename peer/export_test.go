@@ -1,5 +1,11 @@
 package peer
 
+import (
+	"net"
+
+	"github.com/hashicorp/memberlist"
+)
+
 // JoinGossip lets tests make a node contact gossip addresses directly.
 func (p *Peer) JoinGossip(addrs []string) error {
 	s := p.serfInstance()
@@ -13,3 +19,19 @@ func (p *Peer) JoinGossip(addrs []string) error {
 // CallMember lets tests call another node's node API with this node's
 // certificate.
 var CallMember = (*Peer).callMember
+
+// NewGossipTransport lets the benchmark run serf on the node's gossip
+// transport (port 0: any free port).
+func NewGossipTransport(bind string, port int) (memberlist.Transport, error) {
+	return newGossipTransport(net.ParseIP(bind), port, nil, nil)
+}
+
+// JoinOne lets the benchmark join the way a node does.
+var JoinOne = joinOne
+
+// ResyncAfter and ResyncTargets let the benchmark re-sync after joining as
+// a node does.
+var (
+	ResyncAfter   = resyncAfter
+	ResyncTargets = resyncTargets
+)

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/serf/serf"
+
 	"github.com/shoal-hci/shoal/peer/client"
 )
 
@@ -257,11 +259,11 @@ func (p *Peer) RotateKey() error {
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	key := base64.StdEncoding.EncodeToString(raw)
-	if r, err := km.InstallKey(key); err != nil {
-		return fmt.Errorf("install new gossip key (old key still in use): %w %v", err, r.Messages)
+	if err := keyQuery(km.InstallKey, key); err != nil {
+		return fmt.Errorf("install new gossip key (old key still in use): %w", err)
 	}
-	if r, err := km.UseKey(key); err != nil {
-		return fmt.Errorf("make new gossip key primary (old key still installed): %w %v", err, r.Messages)
+	if err := keyQuery(km.UseKey, key); err != nil {
+		return fmt.Errorf("make new gossip key primary (old key still installed): %w", err)
 	}
 	for k := range old.Keys {
 		if k == key {
@@ -274,6 +276,23 @@ func (p *Peer) RotateKey() error {
 	p.log.Info("gossip key rotated")
 	p.record("key-rotate", p.id.NodeID, "")
 	return nil
+}
+
+// keyQuery runs a keyring query (install or use a key; both idempotent)
+// until every member answers, up to 5 times: serf's query timeout is a few
+// gossip rounds, and a member busy for longer answers late, not never.
+func keyQuery(op func(string) (*serf.KeyResponse, error), key string) error {
+	var err error
+	for range 5 {
+		var r *serf.KeyResponse
+		if r, err = op(key); err == nil {
+			return nil
+		}
+		if r != nil && len(r.Messages) > 0 {
+			err = fmt.Errorf("%w %v", err, r.Messages)
+		}
+	}
+	return err
 }
 
 // SetPolicy sets the cluster's admission policy on every member.

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
@@ -93,15 +95,14 @@ func (p *Peer) startMembership(join []string) error {
 	sc.KeyringFile = filepath.Join(p.cfg.DataDir, keyringFile)
 	sc.SnapshotPath = filepath.Join(p.cfg.DataDir, snapshotFile)
 	sc.Merge = mergeGuard{p}
-	if p.cfg.GossipBlocked != nil {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{p.bindIP.String()}, BindPort: p.gossipPort, Logger: sc.Logger})
-		if err != nil {
-			return fmt.Errorf("start gossip transport on %s: %w", p.GossipAddr(), err)
-		}
-		sc.MemberlistConfig.Transport = newFilterTransport(nt, p.cfg.GossipBlocked)
+	tr, err := newGossipTransport(p.bindIP, p.gossipPort, p.cfg.GossipBlocked, sc.Logger)
+	if err != nil {
+		return fmt.Errorf("start gossip transport on %s: %w", p.GossipAddr(), err)
 	}
+	sc.MemberlistConfig.Transport = tr
 	s, err := serf.Create(sc)
 	if err != nil {
+		tr.Shutdown()
 		return fmt.Errorf("start gossip on %s: %w", p.GossipAddr(), err)
 	}
 	p.mu.Lock()
@@ -111,29 +112,68 @@ func (p *Peer) startMembership(join []string) error {
 	if len(join) > 0 {
 		p.joinGossip(join, false)
 	}
+	p.mu.Lock()
+	p.resyncAt = p.now().Add(resyncAfter(p.cfg.Timers))
+	p.mu.Unlock()
 	return nil
 }
 
-// joinGossip contacts up to three of addrs (chosen at random, so that
-// many joiners do not all hit one seed).
+// resyncAfter is how long after joining gossip a node exchanges full state
+// once more, with another random member. A joiner learns the membership
+// from the one member it joined through; a node that joined elsewhere a
+// moment before may not have reached that member yet, and its arrival
+// rumour can die out (each member retransmits it a bounded number of
+// times) before the members have learnt of the joiner, so the joiner would
+// miss it until the next periodic push/pull (20 s at 256 nodes). Ten
+// gossip intervals is longer than a rumour takes to reach everyone.
+func resyncAfter(t Timers) time.Duration { return 10 * t.GossipInterval }
+
+// resyncTargets picks up to three random alive members other than self,
+// for the full-state exchange after joining.
+func resyncTargets(s *serf.Serf, self string) []string {
+	var addrs []string
+	for _, m := range s.Members() {
+		if m.Status == serf.StatusAlive && m.Name != self {
+			addrs = append(addrs, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+		}
+	}
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	return addrs[:min(3, len(addrs))]
+}
+
+// joinGossip contacts addrs in random order until one answers (at most
+// three tries, so that many joiners do not all hit one seed).
 func (p *Peer) joinGossip(addrs []string, quiet bool) {
 	s := p.serfInstance()
 	if s == nil || len(addrs) == 0 {
 		return
 	}
-	addrs = slices.Clone(addrs)
-	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
-	if len(addrs) > 3 {
-		addrs = addrs[:3]
-	}
-	n, err := s.Join(addrs, false)
-	if err != nil {
+	if err := joinOne(s, addrs); err != nil {
 		lv := slog.LevelWarn
 		if quiet {
 			lv = slog.LevelDebug
 		}
-		p.log.Log(context.Background(), lv, "gossip join", "contacted", n, "addrs", addrs, "err", err)
+		p.log.Log(context.Background(), lv, "gossip join", "addrs", addrs, "err", err)
 	}
+}
+
+// joinOne contacts up to three of addrs, chosen at random, one at a time,
+// and stops at the first that answers: one full-state exchange gives the
+// joiner the whole membership, and gossip spreads its arrival from there.
+// (serf's Join would exchange full state with every address given, which
+// triples the cost of each join for no gain.)
+func joinOne(s *serf.Serf, addrs []string) error {
+	addrs = slices.Clone(addrs)
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	var errs []error
+	for _, a := range addrs[:min(3, len(addrs))] {
+		n, err := s.Join([]string{a}, false)
+		if n > 0 {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 func (p *Peer) serfInstance() *serf.Serf {
@@ -331,7 +371,14 @@ func (p *Peer) heal(ctx context.Context) {
 	p.mu.Lock()
 	clusterID := p.cl.ClusterID
 	revoked := append([]string(nil), p.cl.Revoked...)
+	resync := !p.resyncAt.IsZero() && !p.now().Before(p.resyncAt)
+	if resync {
+		p.resyncAt = time.Time{}
+	}
 	p.mu.Unlock()
+	if resync {
+		p.joinGossip(resyncTargets(s, p.id.NodeID), true)
+	}
 	var missing []string
 	var missingAPI []string
 	if a := p.ann.Load(); a != nil {

@@ -28,6 +28,7 @@ func (p *Peer) nodeHandler() http.Handler {
 	mux.HandleFunc("GET /v1/meta", p.memberOnly(p.handleMeta))
 	mux.HandleFunc("GET /v1/pending", p.memberOnly(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, p.localPending()) }))
 	mux.HandleFunc("POST /v1/approve/{id}", p.memberOnly(p.handleRemoteApprove))
+	p.remoteRoutes(mux) // remoteapi.go: status, nodes, events for `--addr`
 	mux.HandleFunc("/v1/svc/{name}/", p.memberOnly(func(w http.ResponseWriter, r *http.Request) {
 		for _, s := range p.cfg.Services {
 			if s.Name() == r.PathValue("name") {

@@ -60,10 +60,12 @@ type Peer struct {
 	setSince  time.Time
 	lastMeta  time.Time
 	lastFetch time.Time          // last keyring fetch over mTLS (rate-limited)
+	resyncAt  time.Time          // when to exchange full state once more after joining gossip (membership.go); zero when done
 	listening time.Time          // when discovery started; decisions wait until every node had time to be heard
 	svcCancel context.CancelFunc // stops Services when leaving; nil when they are not running
 	svcHold   bool               // Services must not start: the node is leaving (the tick would restart them under stopServices)
 	svcWG     sync.WaitGroup
+	memberNow chan struct{} // signalled when the node becomes a member: tick at once (start Services)
 
 	store    atomic.Pointer[statestore.Store] // the cluster state; nil outside Run
 	stateSvc *stateService                    // replicates it (a Service)
@@ -92,7 +94,7 @@ func New(cfg Config) (*Peer, error) {
 	}
 	p := &Peer{cfg: cfg, log: cfg.Log, now: cfg.Now, events: newEventRing(1000),
 		pending: map[string]*pendingNode{}, approved: map[string]bool{}, formGroup: map[string]bool{}, failed: map[string]bool{},
-		serfEvents: make(chan serf.Event, 1024), phase: client.PhaseUnclaimed}
+		serfEvents: make(chan serf.Event, 1024), phase: client.PhaseUnclaimed, memberNow: make(chan struct{}, 1)}
 	p.claims = newClaimService(p)
 	p.cfg.Services = append(p.cfg.Services[:len(p.cfg.Services):len(p.cfg.Services)], p.claims)
 	if p.log == nil {
@@ -265,6 +267,8 @@ func (p *Peer) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			p.tick(ctx)
+		case <-p.memberNow:
+			p.tick(ctx) // just became a member: start Services now, not on the next tick
 		}
 	}
 }
@@ -331,6 +335,10 @@ func (p *Peer) adoptCluster(cl *clusterState) error {
 		return fmt.Errorf("node certificate: %w", err)
 	}
 	p.cl, p.ca, p.cert, p.phase = cl, c, cert, client.PhaseMember
+	select {
+	case p.memberNow <- struct{}{}:
+	default:
+	}
 	return nil
 }
 

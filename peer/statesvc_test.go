@@ -263,3 +263,39 @@ func TestStateDroppedOnLeave(t *testing.T) {
 		t.Errorf("put after leave: %v", err)
 	}
 }
+
+// A node that just joined has the cluster state at once (its first pull
+// goes out when its Services start, as soon as it is a member) and gets a
+// write made right after it joined, with periodic pulls out of the way
+// (one an hour): nothing waits for a control tick or a pull round.
+func TestStateRightAfterJoin(t *testing.T) {
+	c := peertest.NewCluster(t, 3, func(cfg *peer.Config) {
+		cfg.State.NoSync = true
+		cfg.State.PullInterval = time.Hour
+	})
+	ctx := t.Context()
+	n0 := c.Nodes[0].Client
+	if _, err := n0.PutState(ctx, "vm/before", map[string]string{"x": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	nd := c.AddNode()
+	start := time.Now()
+	c.WaitFor("the new node is a member", func() bool { return nd.Peer.Phase() == client.PhaseMember })
+	c.WaitFor("vm/before on the new node", func() bool {
+		_, err := nd.Client.GetState(ctx, "vm/before")
+		return err == nil
+	})
+	t.Logf("state loaded %s after the new node started", time.Since(start).Round(time.Millisecond))
+	c.WaitFor("node 0 sees the new node alive", func() bool {
+		return peertest.StateOf(c.Nodes[0].Peer.Status(), nd.ID()) == client.StateAlive
+	})
+	start = time.Now()
+	if _, err := n0.PutState(ctx, "vm/after", map[string]string{"x": "2"}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor("vm/after on the new node", func() bool {
+		r, err := nd.Client.GetState(ctx, "vm/after")
+		return err == nil && r.Fields["x"].Value == "2"
+	})
+	t.Logf("a write right after the join reached the new node in %s", time.Since(start).Round(time.Millisecond))
+}

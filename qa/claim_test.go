@@ -92,6 +92,27 @@ func sameClaimEverywhere(t *testing.T, c *qa.Cluster, nodes []string, want clien
 	}
 }
 
+// claimInStateEverywhere waits until `shoal state get claim/<resource>`
+// on every node shows want (the holder recorded for display).
+func claimInStateEverywhere(c *qa.Cluster, nodes []string, want client.Claim) {
+	for _, n := range nodes {
+		c.WaitFor(n+" records "+want.Resource+" in its cluster state", 30*time.Second, func() (bool, string) {
+			out, err := c.Shoal(n, "state", "get", client.ClaimRecordKey(want.Resource), "--json")
+			if err != nil {
+				return false, err.Error()
+			}
+			var r client.StateRecord
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				return false, fmt.Sprintf("state get --json: %v: %q", err, out)
+			}
+			if got, ok := client.ClaimFromState(r); !ok || got != want {
+				return false, fmt.Sprintf("%s shows %+v", n, r.Fields)
+			}
+			return true, ""
+		})
+	}
+}
+
 // TestFastClaims: two nodes race for one resource and exactly one wins; a
 // minority partition fences itself and cannot claim while the majority
 // can; an acceptor killed mid-claim and restarted keeps its promises.
@@ -182,6 +203,7 @@ func TestFastClaims(t *testing.T) {
 		c.HealPartition()
 		c.WaitFor("node1 unfenced after the heal", time.Minute, fenceIs(c, "node1", false, 3))
 		sameClaimEverywhere(t, c, all, cl)
+		claimInStateEverywhere(c, all, cl) // node1 got the record from node2 after the heal
 	})
 
 	t.Run("acceptor restart mid-claim", func(t *testing.T) {

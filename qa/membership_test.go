@@ -4,6 +4,7 @@ package qa_test
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -44,6 +45,7 @@ func TestFastMembershipFormJoinFailPartition(t *testing.T) {
 	c.WaitFor("3 fresh nodes form one cluster with no input", 2*time.Minute, c.OneCluster("node1", "node2", "node3"))
 
 	checkNetd(t, c, "node1", "node2")
+	checkStatusAddr(t, c, "node1", "node2")
 
 	n4 := c.AddNode()
 	c.WaitFor(n4+" plugged in joins by itself (policy auto)", 2*time.Minute, c.OneCluster("node1", "node2", "node3", n4))
@@ -183,6 +185,32 @@ func checkNetd(t *testing.T, c *qa.Cluster, node, other string) {
 		t.Errorf("%s gossips on %s, not on its backplane address %s", node, st.Self.Gossip, addr)
 	}
 	t.Logf("%s: lan %s, lease %v, backplane %s", node, ns.LAN, ns.DHCP[0].Address, addr)
+}
+
+// checkStatusAddr: `shoal status --addr HOST` on node asks other's node
+// API (over mutual TLS, default port) and shows other's view.
+func checkStatusAddr(t *testing.T, c *qa.Cluster, node, other string) {
+	t.Helper()
+	want, err := c.PeerStatus(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _, err := net.SplitHostPort(want.Self.API)
+	if err != nil {
+		t.Fatalf("%s: node API address %q: %v", other, want.Self.API, err)
+	}
+	out, err := c.Shoal(node, "status", "--json", "--addr", host)
+	if err != nil {
+		t.Fatalf("shoal status --addr %s on %s: %v: %s", host, node, err, out)
+	}
+	var got client.Status
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("shoal status --json --addr: %v: %q", err, out)
+	}
+	if got.Self.ID != want.Self.ID || got.ClusterID != want.ClusterID || len(got.Members) != len(want.Members) {
+		t.Errorf("shoal status --addr %s on %s: self %s cluster %s, %d members; want %s's view: self %s cluster %s, %d members",
+			host, node, got.Self.ID, got.ClusterID, len(got.Members), other, want.Self.ID, want.ClusterID, len(want.Members))
+	}
 }
 
 func readFile(path string) string {

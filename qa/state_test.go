@@ -212,7 +212,9 @@ func TestFastStatePutPartitionHeal(t *testing.T) {
 	t.Logf("put→visible on node3: %v from before the put command started", time.Since(start).Round(time.Millisecond))
 	statePropagation(t, c, "node1", "node3", 20)
 
-	// A watch on node2 sees the next write.
+	// A watch on node2 sees the next write (once node2 has every earlier
+	// one: the propagation above only waited for node3).
+	stateWait(t, "node2 has node1's writes", time.Minute, digestsEqual(c, 0, "node1", "node2"))
 	l, err := nodeClient(t, c, "node2").ListState(t.Context(), "vm/")
 	if err != nil {
 		t.Fatal(err)

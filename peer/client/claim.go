@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -141,4 +142,41 @@ func (c *Client) claimCall(ctx context.Context, method, path string, in, out any
 		}
 		return e
 	})
+}
+
+// ClaimRecordPrefix is where decided claims are recorded in the cluster
+// state, for display: one record per resource, claim/<resource>, with one
+// field per epoch, e<epoch> = holder. The record is a copy for display
+// (`shoal state ls claim/`); the acceptors are the truth (GetClaim).
+const ClaimRecordPrefix = "claim/"
+
+// ClaimRecordKey returns the state key recording resource's holders.
+func ClaimRecordKey(resource string) string { return ClaimRecordPrefix + resource }
+
+// ClaimEpochField returns the state field naming the holder of epoch.
+func ClaimEpochField(epoch uint64) string { return "e" + strconv.FormatUint(epoch, 10) }
+
+// ClaimEpochOfField returns the epoch of a field named by ClaimEpochField.
+func ClaimEpochOfField(name string) (uint64, bool) {
+	if len(name) < 2 || name[0] != 'e' || name[1] == '0' || name[1] == '+' {
+		return 0, false
+	}
+	e, err := strconv.ParseUint(name[1:], 10, 64)
+	return e, err == nil && e > 0
+}
+
+// ClaimFromState returns the claim a claim/<resource> state record shows:
+// the holder of its highest epoch field. ok is false when r is not such
+// a record or holds no epoch.
+func ClaimFromState(r StateRecord) (c Claim, ok bool) {
+	resource, found := strings.CutPrefix(r.Key, ClaimRecordPrefix)
+	if !found || resource == "" {
+		return Claim{}, false
+	}
+	for name, f := range r.Fields {
+		if e, isEpoch := ClaimEpochOfField(name); isEpoch && f.Value != "" && e > c.Epoch {
+			c = Claim{Resource: resource, Epoch: e, Holder: f.Value}
+		}
+	}
+	return c, c.Epoch > 0
 }

@@ -124,8 +124,9 @@ func (e *Error) Error() string { return e.Msg }
 
 // Client talks to one node's local API.
 type Client struct {
-	hc   *http.Client
-	base string
+	hc     *http.Client
+	base   string
+	remote string // a member's node API (host:port) for NewRemote; empty for the local socket
 }
 
 // New returns a client of the API on the UNIX socket at path.
@@ -223,6 +224,9 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any, api
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.hc.Do(req)
+	if err != nil && c.remote != "" {
+		return remoteError(c.remote, err) // remote.go
+	}
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) {

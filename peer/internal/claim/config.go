@@ -29,6 +29,12 @@ type Config struct {
 	// ProposeTimeout bounds Propose and Read when ctx has no deadline.
 	// Zero means 10 s.
 	ProposeTimeout time.Duration
+	// OnDecided, if set, is called when this node learns that a holder was
+	// decided at an epoch above every one it knew for that resource (as a
+	// proposer, or by a Read). It runs synchronously on the caller's
+	// goroutine, outside the node's locks: keep it short. The peer daemon
+	// records holders in the cluster state for display with it.
+	OnDecided func(Claim)
 	// Incarnation makes this process's ballots unique even after a restart
 	// that lost the round counter. Zero means a random number (the right
 	// choice outside tests).

@@ -28,6 +28,10 @@
 //   - Voters are given by the caller; the majority is len/2+1 of them.
 //     Changing them one node at a time keeps every old and new majority
 //     intersecting; changing two at once does not (see docs/claims.md).
+//     VotersSettled tells the caller when no Propose or Read started on an
+//     older set is still running (the daemon waits for it on every voter
+//     before the next change); Config.OnDecided reports decided claims (the
+//     daemon records holders in the cluster state with it).
 //
 // Concurrency: Acceptor, Fence and Node are safe for concurrent use; an
 // Acceptor handles one request at a time. Proposal is not. Node.Run owns

@@ -60,6 +60,8 @@ type Node struct {
 
 	mu      sync.Mutex
 	voters  VoterSet
+	gen     uint64         // bumped by SetVoters
+	inUse   map[uint64]int // generation → Propose and Read calls still running with its voters
 	round   uint64
 	rng     *rand.Rand
 	learned map[string]Claim
@@ -84,6 +86,7 @@ func New(cfg Config, store Store, t Transport, voters VoterSet) (*Node, error) {
 		voters:  voters,
 		rng:     rand.New(rand.NewPCG(cfg.Incarnation, 0x5ca1ab1e)),
 		learned: map[string]Claim{},
+		inUse:   map[uint64]int{},
 	}
 	n.fence = NewFence(cfg.Self, cfg.FenceAfter, voters, cfg.Clock, cfg.Log)
 	return n, nil
@@ -102,8 +105,40 @@ func (n *Node) Check() error { return n.acceptor.Check() }
 func (n *Node) SetVoters(v VoterSet) {
 	n.mu.Lock()
 	n.voters = v
+	n.gen++
 	n.mu.Unlock()
 	n.fence.SetVoters(v)
+}
+
+// useVoters returns the current voter set for one Propose or Read, and
+// the function to call when that call ends.
+func (n *Node) useVoters() (VoterSet, func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	g := n.gen
+	n.inUse[g]++
+	return n.voters, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.inUse[g]--; n.inUse[g] == 0 {
+			delete(n.inUse, g)
+		}
+	}
+}
+
+// VotersSettled reports whether every Propose and Read still running uses
+// the current voter set: none started before the last SetVoters. Only then
+// has this node fully moved to the new set (a voter change is complete
+// when every voter has; see docs/claims.md).
+func (n *Node) VotersSettled() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for g := range n.inUse {
+		if g != n.gen {
+			return false
+		}
+	}
+	return true
 }
 
 // Voters returns the current voter set.
@@ -122,7 +157,8 @@ func (n *Node) Propose(ctx context.Context, resource string, epoch uint64, holde
 	if err := (AcceptRequest{Resource: resource, Epoch: epoch, Ballot: Ballot{Round: 1, Node: n.cfg.Self}, Holder: holder}).Validate(); err != nil {
 		return Claim{}, fmt.Errorf("propose %q epoch %d: %w", resource, epoch, err)
 	}
-	voters := n.Voters()
+	voters, done := n.useVoters()
+	defer done()
 	if !voters.Contains(n.cfg.Self) {
 		return Claim{}, fmt.Errorf("propose %q epoch %d: %w: this node %s is not a voter (removed, or not admitted yet)", resource, epoch, ErrNotVoter, n.cfg.Self)
 	}
@@ -171,7 +207,8 @@ func (n *Node) Read(ctx context.Context, resource string) (View, error) {
 	if err := ValidResource(resource); err != nil {
 		return View{}, fmt.Errorf("read claim: %w", err)
 	}
-	voters := n.Voters()
+	voters, done := n.useVoters()
+	defer done()
 	if voters.Len() == 0 {
 		return View{}, fmt.Errorf("read claim %q: %w: the voter set is empty", resource, ErrNotVoter)
 	}
@@ -275,9 +312,14 @@ func (n *Node) LocalAll() ([]View, error) {
 
 func (n *Node) learn(c Claim) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if old, ok := n.learned[c.Resource]; !ok || old.Epoch < c.Epoch {
+	old, ok := n.learned[c.Resource]
+	news := !ok || old.Epoch < c.Epoch
+	if news {
 		n.learned[c.Resource] = c
+	}
+	n.mu.Unlock()
+	if news && n.cfg.OnDecided != nil {
+		n.cfg.OnDecided(c)
 	}
 }
 

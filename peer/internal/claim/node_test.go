@@ -372,3 +372,38 @@ func TestNodeFailoverAfterFenceDeadline(t *testing.T) {
 		}
 	})
 }
+
+// A voter change is settled on a node only once no Propose or Read that
+// started with the old set is still running.
+func TestNodeVotersSettled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newTestCluster(t, false, "a", "b", "c")
+		a := c.nodes["a"]
+		if !a.VotersSettled() {
+			t.Fatal("not settled with nothing running")
+		}
+		c.tr.SetDown("b", true)
+		c.tr.SetDown("c", true)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if _, err := a.Read(context.Background(), "vm/1"); err != nil {
+				t.Errorf("read: %v", err)
+			}
+		})
+		time.Sleep(time.Millisecond)
+		synctest.Wait() // the read waits for a majority
+		v, err := NewVoterSet("a", "b", "c", "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.SetVoters(v)
+		if a.VotersSettled() {
+			t.Error("settled while a read on the old voter set runs")
+		}
+		c.tr.SetDown("b", false)
+		wg.Wait()
+		if !a.VotersSettled() {
+			t.Error("not settled after the read on the old set ended")
+		}
+	})
+}

@@ -18,6 +18,10 @@
 //   - A peer marked for resync (silent past the rejoin horizon) is sent a
 //     reset: its pushes are refused and its pulls are answered with a
 //     snapshot it must load after statestore.Reset, not merge.
+//   - Resync marks travel with every pull request that carries a full
+//     version vector, and with every reset answer; the receiver adopts
+//     them, so an expulsion decided by the quorum side holds on every node
+//     (docs/state.md, "Who may expel").
 //
 // Message types (PushMsg, PullRequest, PullResponse) encode canonically
 // with Marshal/Unmarshal (fuzzed) and also as JSON.

@@ -28,6 +28,10 @@ type PullRequest struct {
 	// changes (to continue a transfer, or because the sender is resetting).
 	Snapshot      bool   `json:"snapshot,omitempty"`
 	SnapshotAfter string `json:"snapshot_after,omitempty"`
+	// Resync lists the members the sender has expelled (silent past the
+	// rejoin horizon): node ID → highest incarnation not to merge. Sent
+	// with a full VV when the sender has any; the receiver adopts them.
+	Resync crdt.VersionVector `json:"resync,omitempty"`
 }
 
 // PullResponse answers a PullRequest.
@@ -51,6 +55,10 @@ type PullResponse struct {
 	// Reset tells the requester it was away past the rejoin horizon: it
 	// must reset its store and load the snapshot, not merge.
 	Reset bool `json:"reset,omitempty"`
+	// Resync, with Reset, lists the members the responder has expelled
+	// (as in PullRequest): the resetting node adopts them, so that it
+	// refuses the other nodes of the side it was on until they reset too.
+	Resync crdt.VersionVector `json:"resync,omitempty"`
 }
 
 const (
@@ -107,13 +115,16 @@ func (q *PullRequest) Marshal() []byte {
 	e.Header(tagPull)
 	e.String(q.From)
 	e.String(q.Origin)
-	e.Byte(flags(q.Snapshot, q.VVHash != nil))
+	e.Byte(flags(q.Snapshot, q.VVHash != nil, len(q.Resync) > 0))
 	if q.VVHash != nil {
 		e.Raw(q.VVHash)
 	} else {
 		e.VV(q.VV)
 	}
 	e.String(q.SnapshotAfter)
+	if len(q.Resync) > 0 {
+		e.VV(q.Resync)
+	}
 	return e.Bytes()
 }
 
@@ -123,7 +134,7 @@ func UnmarshalPullRequest(b []byte) (*PullRequest, error) {
 	d.Header(tagPull)
 	q := &PullRequest{From: d.String(maxID), Origin: d.String(maxID)}
 	f := d.Byte()
-	if f&^3 != 0 {
+	if f&^7 != 0 {
 		d.Fail("bad flags %#x", f)
 	}
 	q.Snapshot = f&1 != 0
@@ -139,6 +150,11 @@ func UnmarshalPullRequest(b []byte) (*PullRequest, error) {
 		q.VV = d.VV()
 	}
 	q.SnapshotAfter = d.String(crdt.MaxKeyLen)
+	if f&4 != 0 {
+		if q.Resync = d.VV(); len(q.Resync) == 0 {
+			d.Fail("empty resync list")
+		}
+	}
 	if err := d.Err(); err != nil {
 		return nil, fmt.Errorf("%w: pull request: %w", ErrBadMessage, err)
 	}
@@ -151,13 +167,16 @@ func (r *PullResponse) Marshal() []byte {
 	e.Header(tagResp)
 	e.String(r.From)
 	e.String(r.Origin)
-	e.Byte(flags(r.Same, r.More, r.Reset, r.Snapshot != nil, r.NeedVV))
+	e.Byte(flags(r.Same, r.More, r.Reset, r.Snapshot != nil, r.NeedVV, len(r.Resync) > 0))
 	if !r.Same {
 		e.VV(r.VV)
 	}
 	e.Changes(r.Changes)
 	if r.Snapshot != nil {
 		e.Snapshot(r.Snapshot)
+	}
+	if len(r.Resync) > 0 {
+		e.VV(r.Resync)
 	}
 	return e.Bytes()
 }
@@ -168,7 +187,7 @@ func UnmarshalPullResponse(b []byte) (*PullResponse, error) {
 	d.Header(tagResp)
 	r := &PullResponse{From: d.String(maxID), Origin: d.String(maxID)}
 	f := d.Byte()
-	if f&^31 != 0 {
+	if f&^63 != 0 {
 		d.Fail("bad flags %#x", f)
 	}
 	r.Same, r.More, r.Reset, r.NeedVV = f&1 != 0, f&2 != 0, f&4 != 0, f&16 != 0
@@ -181,6 +200,11 @@ func UnmarshalPullResponse(b []byte) (*PullResponse, error) {
 	r.Changes = d.Changes()
 	if f&8 != 0 {
 		r.Snapshot = d.Snapshot()
+	}
+	if f&32 != 0 {
+		if r.Resync = d.VV(); len(r.Resync) == 0 {
+			d.Fail("empty resync list")
+		}
 	}
 	if err := d.Err(); err != nil {
 		return nil, fmt.Errorf("%w: pull response: %w", ErrBadMessage, err)

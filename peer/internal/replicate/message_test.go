@@ -36,6 +36,7 @@ func sampleMessages() (pushes []*PushMsg, pulls []*PullRequest, resps []*PullRes
 		{From: "n2", Origin: "n2#3", VV: vv},
 		{From: "n3", Origin: "n3#1", Snapshot: true, SnapshotAfter: "vm/a"},
 		{From: "n2", Origin: "n2#3", VVHash: HashVV(vv)},
+		{From: "n2", Origin: "n2#3", VV: vv, Resync: crdt.VersionVector{"n4": 1, "n5": 2}},
 	}
 	snap := &crdt.SnapshotChunk{VV: vv, More: true, Entries: []crdt.Entry{{Key: "vm/web", Record: cs[0].Delta}}}
 	resps = []*PullResponse{
@@ -43,6 +44,7 @@ func sampleMessages() (pushes []*PushMsg, pulls []*PullRequest, resps []*PullRes
 		{From: "n1", Origin: "n1#1", VV: vv, Changes: cs, More: true},
 		{From: "n1", Origin: "n1#1", VV: vv, Snapshot: snap},
 		{From: "n1", Origin: "n1#1", VV: vv, Reset: true},
+		{From: "n1", Origin: "n1#1", Reset: true, Resync: crdt.VersionVector{"n2": 1}},
 		{From: "n1", Origin: "n1#1", NeedVV: true},
 	}
 	return

@@ -284,28 +284,42 @@ func (n *Node) pushTo(ctx context.Context, wg *sync.WaitGroup, peer string, m *P
 // maxQueued bounds the pushes waiting for one busy peer.
 const maxQueued = 16
 
+// pullLoop pulls from a random peer every PullInterval (jittered), and
+// at once from a peer a push showed a gap with. The first pull goes out as
+// soon as there is a peer (a node that just joined catches up at once),
+// checking every firstPullWait until then.
 func (n *Node) pullLoop(ctx context.Context) {
-	t := time.NewTimer(n.jitter(n.cfg.PullInterval))
+	t := time.NewTimer(0)
 	defer t.Stop()
+	first := true
 	for {
 		var peer string
 		select {
 		case <-ctx.Done():
 			return
 		case peer = <-n.kick:
+			first = false
 		case <-t.C:
-			t.Reset(n.jitter(n.cfg.PullInterval))
 			ps := n.randomPeers(1)
 			if len(ps) == 0 {
+				if first {
+					t.Reset(min(firstPullWait, n.cfg.PullInterval))
+				} else {
+					t.Reset(n.jitter(n.cfg.PullInterval))
+				}
 				continue
 			}
-			peer = ps[0]
+			t.Reset(n.jitter(n.cfg.PullInterval))
+			peer, first = ps[0], false
 		}
 		if err := n.PullOnce(ctx, peer); err != nil && ctx.Err() == nil {
 			n.log.Debug("pull", "peer", peer, "err", err)
 		}
 	}
 }
+
+// firstPullWait is how often a starting node looks for a first peer to pull from.
+const firstPullWait = 100 * time.Millisecond
 
 func (n *Node) gcLoop(ctx context.Context) {
 	t := time.NewTicker(n.cfg.GCInterval)
@@ -330,6 +344,9 @@ func (n *Node) gcLoop(ctx context.Context) {
 			continue
 		}
 		n.log.Debug("tombstone collection", "collected", st.Collected, "blocked", st.Blocked, "expelled", st.Expelled)
+		if len(st.Expelled) > 0 {
+			n.forgetSame() // the next pull to every peer carries the new marks
+		}
 	}
 }
 
@@ -363,17 +380,21 @@ func (n *Node) pullRound(ctx context.Context, peer string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	q := &PullRequest{From: n.store.NodeID(), Origin: n.store.Origin(), VV: vv, Snapshot: resetting}
+	marks, err := n.store.ResyncMarks()
+	if err != nil {
+		return false, err
+	}
+	q := &PullRequest{From: n.store.NodeID(), Origin: n.store.Origin(), VV: vv, Snapshot: resetting, Resync: marks}
 	if !resetting && n.wasSame(peer) {
 		// quiet so far: send a hash of the vector, not the vector
-		q.VV, q.VVHash = nil, HashVV(vv)
+		q.VV, q.VVHash, q.Resync = nil, HashVV(vv), nil
 	}
 	resp, err := n.call(ctx, peer, q)
 	if err != nil {
 		return false, err
 	}
 	if resp.NeedVV && q.VVHash != nil {
-		q.VV, q.VVHash = vv, nil
+		q.VV, q.VVHash, q.Resync = vv, nil, marks
 		if resp, err = n.call(ctx, peer, q); err != nil {
 			return false, err
 		}
@@ -396,6 +417,12 @@ func (n *Node) pullRound(ctx context.Context, peer string) (bool, error) {
 		if err := n.store.Reset(); err != nil {
 			return false, err
 		}
+		// Keep the peer's expulsions: the other nodes of the side this
+		// node was on must reset too, and it must not merge from them.
+		if _, err := n.store.AdoptResync(resp.Resync); err != nil {
+			return false, err
+		}
+		n.forgetSame()
 		return true, nil // ask again, as a resetting node, from the first chunk
 	}
 	if resp.Snapshot != nil {
@@ -507,6 +534,14 @@ func (n *Node) setSame(peer string, same bool) {
 	}
 }
 
+// forgetSame makes the next pull to every peer send the full version
+// vector, and with it this node's resync marks.
+func (n *Node) forgetSame() {
+	n.smu.Lock()
+	defer n.smu.Unlock()
+	clear(n.same)
+}
+
 // pullSoon asks the puller to pull from peer next, if it is not busy.
 func (n *Node) pullSoon(peer string) {
 	select {
@@ -524,7 +559,15 @@ func (n *Node) HandlePull(ctx context.Context, q *PullRequest) (*PullResponse, e
 	}
 	if must {
 		resp.Reset = true
+		if resp.Resync, err = n.store.ResyncMarks(); err != nil {
+			return nil, err
+		}
 		return resp, nil
+	}
+	if added, err := n.store.AdoptResync(q.Resync); err != nil {
+		return nil, err
+	} else if added {
+		n.forgetSame() // pass the marks on with the next pulls
 	}
 	if q.VVHash != nil {
 		vv, err := n.store.VV()

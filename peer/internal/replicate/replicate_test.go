@@ -19,7 +19,7 @@ func put(t testing.TB, s *statestore.Store, key, field, val string) {
 	}
 }
 
-func randomWrite(t testing.TB, r *rand.Rand, s *statestore.Store) {
+func randomWrite(t testing.TB, r *rand.Rand, s *statestore.Store) *crdt.Change {
 	t.Helper()
 	key := "vm/" + fmt.Sprint(r.IntN(20))
 	var op crdt.Op
@@ -35,9 +35,11 @@ func randomWrite(t testing.TB, r *rand.Rand, s *statestore.Store) {
 	case 5:
 		op = crdt.Op{Delete: true}
 	}
-	if _, err := s.Write(key, op); err != nil {
+	ch, err := s.Write(key, op)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return ch
 }
 
 // Random writes on every node over a network that loses, duplicates,

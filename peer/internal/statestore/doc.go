@@ -28,8 +28,13 @@
 // rejoin horizon stops holding collection back: it is marked for resync,
 // its old origin is refused when it talks to us, and it must reload from a
 // snapshot under a new incarnation (Reset) instead of merging, so records
-// deleted meanwhile do not come back. A node removed from the members is
-// marked the same way, in case it is ever added again.
+// deleted meanwhile do not come back. Only a node that hears a quorum of
+// the members (more than half, or half with the lowest node ID) marks
+// silent ones, so in a long partition at most one side expels the other;
+// a node without a quorum keeps its tombstones. Marks spread between nodes
+// (ResyncMarks, AdoptResync) and stay after the node returns under a new
+// incarnation. A node removed from the members is marked the same way, in
+// case it is ever added again.
 //
 // Concurrency: a Store is safe for concurrent use; bbolt serialises writers.
 // Watchers block in Next without goroutines of their own.

@@ -34,14 +34,14 @@ func (s *Store) SetMembers(ids []string) error {
 		})
 		mine := readVV(tx)
 		for _, k := range drop {
-			if rb.Get(k) == nil {
-				var a *ack
-				if b := ab.Get(k); b != nil {
-					if x, err := decodeAck(b); err == nil {
-						a = &x
-					}
+			var a *ack
+			if b := ab.Get(k); b != nil {
+				if x, err := decodeAck(b); err == nil {
+					a = &x
 				}
-				if err := rb.Put(k, u64(bannedIncarnation(string(k), a, mine))); err != nil {
+			}
+			if inc := bannedIncarnation(string(k), a, mine); inc > getU64(rb.Get(k)) {
+				if err := rb.Put(k, u64(inc)); err != nil {
 					return err
 				}
 				s.cfg.Logger.Info("member removed: it must resync from a snapshot if it is added again", "node", string(k))
@@ -120,7 +120,9 @@ func decodeAck(b []byte) (ack, error) {
 
 // Ack records that member node, writing under origin, has applied every
 // change in vv. Acks of non-members, and of an origin marked for resync,
-// are ignored; an ack under a newer incarnation clears the resync mark.
+// are ignored. An ack under a newer incarnation makes the node a member
+// in good standing again; its mark stays, so that messages of the old
+// incarnation still in flight are refused.
 func (s *Store) Ack(node, origin string, vv crdt.VersionVector) error {
 	if node == s.cfg.NodeID {
 		return nil
@@ -130,7 +132,7 @@ func (s *Store) Ack(node, origin string, vv crdt.VersionVector) error {
 	// disk write unless something changed or the last one is getting old.
 	fresh := false
 	s.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bAcks).Get([]byte(node)); b != nil && tx.Bucket(bResync).Get([]byte(node)) == nil {
+		if b := tx.Bucket(bAcks).Get([]byte(node)); b != nil {
 			a, err := decodeAck(b)
 			fresh = err == nil && a.origin == origin && a.vv.Equal(vv) && now-a.at < ackRefresh.Milliseconds()
 		}
@@ -144,18 +146,27 @@ func (s *Store) Ack(node, origin string, vv crdt.VersionVector) error {
 		if tx.Bucket(bMembers).Get(k) == nil {
 			return nil
 		}
-		rb := tx.Bucket(bResync)
+		rb, ab := tx.Bucket(bResync), tx.Bucket(bAcks)
 		if rb.Get(k) != nil {
 			if isBanned(rb, origin) {
 				return nil
 			}
-			if err := rb.Delete(k); err != nil {
-				return err
+			if prev, ok := ackOrigin(ab, k); !ok || isBanned(rb, prev) {
+				s.cfg.Logger.Info("member resynced under a new incarnation", "node", node, "origin", origin)
 			}
-			s.cfg.Logger.Info("member resynced under a new incarnation", "node", node, "origin", origin)
 		}
-		return tx.Bucket(bAcks).Put(k, encodeAck(ack{at: now, origin: origin, vv: vv}))
+		return ab.Put(k, encodeAck(ack{at: now, origin: origin, vv: vv}))
 	})
+}
+
+// ackOrigin returns the origin of the member's last acknowledgement.
+func ackOrigin(ab *bolt.Bucket, node []byte) (string, bool) {
+	b := ab.Get(node)
+	if b == nil {
+		return "", false
+	}
+	a, err := decodeAck(b)
+	return a.origin, err == nil
 }
 
 // isBanned reports whether origin's node is marked for resync and origin
@@ -177,6 +188,23 @@ func (s *Store) MustResync(node, origin string) (bool, error) {
 		return nil
 	})
 	return r, err
+}
+
+// quorate reports whether self and the live members (heard from within
+// the rejoin horizon) are a quorum of all members (self included, marked
+// ones too): more than half, or exactly half including the lowest node ID.
+// Two disjoint groups judging the same member list can never both be
+// quorate, so at most one side of a partition expels the other.
+func quorate(self string, members, live []string) bool {
+	n, l := len(members)+1, len(live)+1
+	if 2*l != n {
+		return 2*l > n
+	}
+	lowest := self
+	for _, m := range members {
+		lowest = min(lowest, m)
+	}
+	return lowest == self || slices.Contains(live, lowest)
 }
 
 // GCStats reports one tombstone collection pass.
@@ -207,9 +235,6 @@ func (s *Store) CollectGarbage() (GCStats, error) {
 		var live, silent []heard
 		for _, m := range members {
 			k := []byte(m)
-			if rb.Get(k) != nil {
-				continue // marked for resync: no longer holds collection back
-			}
 			h := heard{m: m, since: time.UnixMilli(int64(getU64(mb.Get(k))))}
 			if b := ab.Get(k); b != nil {
 				x, err := decodeAck(b)
@@ -218,16 +243,32 @@ func (s *Store) CollectGarbage() (GCStats, error) {
 				}
 				h.a, h.since = &x, time.UnixMilli(x.at)
 			}
+			if rb.Get(k) != nil && (h.a == nil || isBanned(rb, h.a.origin)) {
+				continue // marked for resync, not back yet: no longer holds collection back
+			}
 			if now.Sub(h.since) > horizon {
 				silent = append(silent, h)
 			} else {
 				live = append(live, h)
 			}
 		}
-		if len(live) == 0 && len(silent) > 0 {
-			// Everyone is silent: more likely this node was away. Expel
-			// nobody; peers will tell this node to reset.
+		var liveIDs []string
+		for _, h := range live {
+			liveIDs = append(liveIDs, h.m)
+		}
+		if len(silent) > 0 && len(live) == 0 {
+			// Everyone is silent: more likely this node was away (this
+			// also keeps a two-member cluster from splitting by the tie
+			// rule below). Expel nobody; peers will tell this node to reset.
 			st.Blocked = "no member heard from within the rejoin horizon: this node may be the one that was away"
+			return nil
+		}
+		if len(silent) > 0 && !quorate(s.cfg.NodeID, members, liveIDs) {
+			// This node hears too few members to decide for the cluster:
+			// it may be on the minority side of a partition. Expel nobody
+			// and keep every tombstone; whoever holds a quorum expels this
+			// side, and this node resets when it meets them.
+			st.Blocked = fmt.Sprintf("heard from %d of %d members within the rejoin horizon, not a quorum: keeping tombstones, expelling nobody", len(live)+1, len(members)+1)
 			return nil
 		}
 		for _, h := range silent {
@@ -278,4 +319,59 @@ func (s *Store) CollectGarbage() (GCStats, error) {
 		return st, fmt.Errorf("collect tombstones: %w", err)
 	}
 	return st, nil
+}
+
+// ResyncMarks returns the members marked for resync here: node ID → the
+// highest incarnation that must not be merged any more.
+func (s *Store) ResyncMarks() (crdt.VersionVector, error) {
+	marks := crdt.VersionVector{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bResync).ForEach(func(k, v []byte) error {
+			marks[string(k)] = getU64(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read resync marks: %w", err)
+	}
+	return marks, nil
+}
+
+// AdoptResync takes over resync marks made by another node (node ID →
+// incarnation, as ResyncMarks returns them), so that a decision to expel
+// a node is kept by every node, not only by those that saw it silent. A
+// mark naming this node is ignored (this node resets when a peer answers
+// it with a reset), and so is one older than an incarnation the node has
+// since acknowledged under. It reports whether any mark was new here.
+func (s *Store) AdoptResync(marks crdt.VersionVector) (bool, error) {
+	if len(marks) == 0 {
+		return false, nil
+	}
+	added := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		ab, rb := tx.Bucket(bAcks), tx.Bucket(bResync)
+		for _, node := range marks.Origins() {
+			inc := marks[node]
+			k := []byte(node)
+			if node == s.cfg.NodeID || inc == 0 || inc <= getU64(rb.Get(k)) {
+				continue
+			}
+			if prev, ok := ackOrigin(ab, k); ok {
+				if _, acked := splitOrigin(prev); acked > inc {
+					continue
+				}
+			}
+			if err := rb.Put(k, u64(inc)); err != nil {
+				return err
+			}
+			added = true
+			s.cfg.Logger.Warn("member expelled by another node (silent past the rejoin horizon): it must resync from a snapshot when it returns",
+				"node", node, "incarnation", inc)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("adopt resync marks: %w", err)
+	}
+	return added, nil
 }

@@ -163,3 +163,88 @@ func TestLateConcurrentWriteAfterCollection(t *testing.T) {
 		t.Fatalf("older concurrent write resurrected vm/x: %v", err)
 	}
 }
+
+func TestQuorate(t *testing.T) {
+	for _, tc := range []struct {
+		self          string
+		members, live []string
+		want          bool
+	}{
+		{"a", []string{"b", "c"}, []string{"b"}, true},                // 2 of 3
+		{"c", []string{"a", "b"}, nil, false},                         // 1 of 3
+		{"a", []string{"b"}, nil, true},                               // 1 of 2, lowest ID
+		{"b", []string{"a"}, nil, false},                              // 1 of 2, not lowest
+		{"c", []string{"a", "b", "d"}, []string{"a"}, true},           // 2 of 4 with the lowest
+		{"c", []string{"a", "b", "d"}, []string{"d"}, false},          // 2 of 4 without it
+		{"e", []string{"a", "b", "c", "d"}, []string{"d"}, false},     // 2 of 5
+		{"e", []string{"a", "b", "c", "d"}, []string{"c", "d"}, true}, // 3 of 5
+		{"a", nil, nil, true},                                         // alone
+	} {
+		if got := quorate(tc.self, tc.members, tc.live); got != tc.want {
+			t.Errorf("quorate(%s, %v, live %v) = %v, want %v", tc.self, tc.members, tc.live, got, tc.want)
+		}
+	}
+}
+
+// A node that hears only a minority of the members past the horizon
+// expels nobody and keeps its tombstones.
+func TestMinorityKeepsTombstones(t *testing.T) {
+	ft := newFakeTime()
+	dir := t.TempDir()
+	ids := []string{"a", "b", "c", "d", "e"}
+	var ss []*Store
+	for _, id := range ids {
+		s := openTest(t, dir, id, ft, func(c *Config) { c.RejoinHorizon = time.Hour })
+		if err := s.SetMembers(ids); err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, s)
+	}
+	for _, x := range ss {
+		for _, y := range ss {
+			if x != y {
+				sync1(t, x, y, 1<<20)
+			}
+		}
+	}
+	d, e := ss[3], ss[4]
+	mustWrite(t, e, "vm/x", set("name", "x"))
+	sync1(t, d, e, 1<<20)
+	mustWrite(t, e, "vm/x", crdt.Op{Delete: true})
+	ft.Add(2 * time.Hour)
+	sync1(t, d, e, 1<<20)
+	sync1(t, e, d, 1<<20)
+	st, err := e.CollectGarbage()
+	if err != nil || len(st.Expelled) != 0 || st.Collected != 0 || st.Blocked == "" {
+		t.Fatalf("minority collection: %+v, %v", st, err)
+	}
+	if !hasTomb(t, e, "vm/x") {
+		t.Error("minority dropped a tombstone")
+	}
+	// the majority side expels d and e; a node that learns the marks adopts them
+	a, b, c := ss[0], ss[1], ss[2]
+	sync1(t, a, b, 1<<20)
+	sync1(t, a, c, 1<<20)
+	if st, err := a.CollectGarbage(); err != nil || len(st.Expelled) != 2 {
+		t.Fatalf("majority collection: %+v, %v", st, err)
+	}
+	marks, err := a.ResyncMarks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if added, err := b.AdoptResync(marks); err != nil || !added {
+		t.Fatalf("AdoptResync = %v, %v", added, err)
+	}
+	if added, _ := b.AdoptResync(marks); added {
+		t.Error("the same marks adopted twice")
+	}
+	if must, _ := b.MustResync("e", e.Origin()); !must {
+		t.Error("adopted mark not enforced")
+	}
+	if added, _ := e.AdoptResync(marks); !added {
+		t.Error("e did not adopt d's mark")
+	}
+	if must, _ := e.MustResync("e", e.Origin()); must {
+		t.Error("a node marked itself")
+	}
+}
