@@ -54,10 +54,6 @@ func TestFastImageCluster(t *testing.T) {
 			t.Errorf("%s: shoal health: %v exit %d: %s%s", n, err, res.ExitCode, res.Stdout, res.Stderr)
 		}
 	}
-}
-
-func TestImageClusterGrowsAndSurvivesCable(t *testing.T) {
-	c := formThree(t)
 
 	// A fourth node, plugged in: it joins with nobody typing anything.
 	plug := time.Now()
