@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"sync"
 
 	"github.com/shoal-hci/shoal/appliance/internal/verb"
 	"github.com/shoal-hci/shoal/hypervisor"
@@ -36,14 +35,8 @@ func Hypervisor(ctx context.Context, env *verb.Env, args []string) error {
 	cfg.NodeID = id
 	cfg.Log = env.Log
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cfg.Ready = systemdReady(ctx, env, &wg)
-	h, err := hypervisor.New(cfg)
-	if err != nil {
-		return err
-	}
-	return h.Run(ctx)
+	return runDaemon(ctx, env, func(ready func()) (daemonRunner, error) {
+		cfg.Ready = ready
+		return hypervisor.New(cfg)
+	})
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/shoal-hci/shoal/appliance/internal/buildinfo"
 	"github.com/shoal-hci/shoal/appliance/internal/verb"
@@ -59,16 +58,10 @@ func Peer(ctx context.Context, env *verb.Env, args []string) error {
 	cfg.Hardware = hardwareFingerprint()
 	cfg.Log = env.Log
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cfg.Ready = systemdReady(ctx, env, &wg)
-	p, err := peer.New(cfg)
-	if err != nil {
-		return err
-	}
-	return p.Run(ctx)
+	return runDaemon(ctx, env, func(ready func()) (daemonRunner, error) {
+		cfg.Ready = ready
+		return peer.New(cfg)
+	})
 }
 
 // hardwareFingerprint is what an operator compares before approving a

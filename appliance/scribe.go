@@ -53,16 +53,27 @@ func Scribe(ctx context.Context, env *verb.Env, args []string) error {
 	}
 	cfg.Log = env.Log
 
+	return runDaemon(ctx, env, func(ready func()) (daemonRunner, error) {
+		cfg.Ready = ready
+		return scribe.New(cfg)
+	})
+}
+
+// daemonRunner is what a daemon's New returns.
+type daemonRunner interface{ Run(context.Context) error }
+
+// runDaemon builds a daemon with mk, giving it the systemd Ready callback,
+// runs it until ctx ends, and waits for the watchdog goroutine.
+func runDaemon(ctx context.Context, env *verb.Env, mk func(ready func()) (daemonRunner, error)) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cfg.Ready = systemdReady(ctx, env, &wg)
-	s, err := scribe.New(cfg)
+	d, err := mk(systemdReady(ctx, env, &wg))
 	if err != nil {
 		return err
 	}
-	return s.Run(ctx)
+	return d.Run(ctx)
 }
 
 // systemdReady returns the Ready callback of a daemon: it tells systemd

@@ -228,15 +228,9 @@ func dispatch(ctx context.Context, verb, dir string, args []string) error {
 		}
 		return nil
 	case "exec":
-		if len(args) < 2 {
-			return usageError("want NODE -- CMD [ARGS]")
-		}
-		node, argv := args[0], args[1:]
-		if argv[0] == "--" {
-			argv = argv[1:]
-		}
-		if len(argv) == 0 {
-			return usageError("want NODE -- CMD [ARGS]")
+		node, argv, err := execArgs(args)
+		if err != nil {
+			return err
 		}
 		c, err := open()
 		if err != nil {
@@ -351,3 +345,18 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// execArgs splits the arguments of exec: NODE [--] CMD [ARGS].
+func execArgs(args []string) (node string, argv []string, err error) {
+	if len(args) < 2 {
+		return "", nil, usageError("want NODE -- CMD [ARGS]")
+	}
+	node, argv = args[0], args[1:]
+	if argv[0] == "--" {
+		argv = argv[1:]
+	}
+	if len(argv) == 0 {
+		return "", nil, usageError("want NODE -- CMD [ARGS]")
+	}
+	return node, argv, nil
+}

@@ -169,15 +169,9 @@ func vmMain(ctx context.Context, dir string, args []string) error {
 		}
 		return vmStatus(ctx, c, *asJSON)
 	case "exec":
-		if len(args) < 2 {
-			return usageError("want NODE -- CMD [ARGS]")
-		}
-		node, argv := args[0], args[1:]
-		if argv[0] == "--" {
-			argv = argv[1:]
-		}
-		if len(argv) == 0 {
-			return usageError("want NODE -- CMD [ARGS]")
+		node, argv, err := execArgs(args)
+		if err != nil {
+			return err
 		}
 		c, err := open()
 		if err != nil {
