@@ -46,8 +46,10 @@ func Timers() peer.Timers {
 	}
 }
 
-// WaitTimeout bounds every wait of this package.
-var WaitTimeout = 30 * time.Second
+// WaitTimeout bounds every wait of this package. It is generous: under
+// make test, QEMU guests of other packages' tests share the 2 cores, and
+// a slow wait costs nothing when things work.
+var WaitTimeout = 90 * time.Second
 
 // Option changes the config of every node of a cluster.
 type Option func(*peer.Config)
@@ -284,6 +286,11 @@ func Count(st client.Status, state string) int {
 // cluster and sees n alive members.
 func (c *Cluster) WaitConverged(n int) {
 	c.t.Helper()
+	defer func() {
+		if c.t.Failed() {
+			c.logViews()
+		}
+	}()
 	c.WaitFor(fmt.Sprintf("%d nodes in one cluster, all alive", n), func() bool {
 		id := ""
 		for _, nd := range c.Nodes {
@@ -298,6 +305,21 @@ func (c *Cluster) WaitConverged(n int) {
 		}
 		return true
 	})
+}
+
+// logViews logs what every running node sees: for a failed wait.
+func (c *Cluster) logViews() {
+	for _, nd := range c.Nodes {
+		if nd.cancel == nil {
+			continue
+		}
+		st := nd.Peer.Status()
+		var ms []string
+		for _, m := range append(st.Members, st.Pending...) {
+			ms = append(ms, m.Name+"="+m.State)
+		}
+		c.t.Logf("%s: phase %s cluster %q members %v", nd.name, st.Phase, st.ClusterID, ms)
+	}
 }
 
 // StateOf returns the state of member id as seen by nd ("" if unknown).
