@@ -158,32 +158,13 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // watchFence follows this node's fence and wakes the loop on changes.
 func (h *Hypervisor) watchFence(ctx context.Context) {
-	var last client.FenceStatus
-	first := true
-	for ctx.Err() == nil {
-		var st client.FenceStatus
-		var err error
-		if first {
-			st, err = h.peer.Fence(ctx)
-		} else {
-			st, err = h.peer.WaitFence(ctx, last)
-		}
-		if err != nil {
-			first = true
-			sleep(ctx, time.Second)
-			continue
-		}
-		first = false
+	client.WatchFence(ctx, h.peer, time.Second, func(st client.FenceStatus) {
 		h.fmu.Lock()
-		changed := !h.fok || st.Fenced != h.fence.Fenced || !st.Since.Equal(h.fence.Since)
 		h.fence, h.fok = st, true
 		h.fmu.Unlock()
-		if changed {
-			h.log.Info("fence", "fenced", st.Fenced, "since", st.Since)
-			h.poke()
-		}
-		last = st
-	}
+		h.log.Info("fence", "fenced", st.Fenced, "since", st.Since)
+		h.poke()
+	})
 }
 
 func (h *Hypervisor) fenceNow() (client.FenceStatus, bool) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/shoal-hci/shoal/peer/client"
 	"github.com/shoal-hci/shoal/scribe/internal/nbd"
@@ -87,41 +86,18 @@ func (g guarded) BlockStatus(ctx context.Context, off, length int64, maxExtents 
 // fenced in between: Since changed), each open VSD is resumed only if this
 // node still holds its claim at the VSD's epoch, and is stale otherwise.
 func (s *Scribe) watchFence(ctx context.Context) {
-	var last client.FenceStatus
-	first := true
-	for ctx.Err() == nil {
-		var st client.FenceStatus
-		var err error
-		if first {
-			st, err = s.peer.Fence(ctx)
-		} else {
-			st, err = s.peer.WaitFence(ctx, last)
-		}
-		if err != nil {
-			// Not a member yet, or peer restarting: look again later.
-			select {
-			case <-ctx.Done():
-			case <-time.After(s.cfg.Interval):
-			}
-			first = true
-			continue
-		}
-		changed := first || st.Fenced != last.Fenced || !st.Since.Equal(last.Since)
-		first, last = false, st
-		if !changed {
-			continue
-		}
+	client.WatchFence(ctx, s.peer, s.cfg.Interval, func(st client.FenceStatus) {
 		if st.Fenced {
 			if !s.fenced.Swap(true) {
 				s.cfg.Log.Warn("this node is fenced: I/O on its open VSDs is paused until it hears a majority again")
 			}
-			continue
+			return
 		}
 		s.recheckClaims(ctx)
 		if s.fenced.Swap(false) {
 			s.cfg.Log.Info("fence lifted: open VSDs this node still owns resume")
 		}
-	}
+	})
 }
 
 // recheckClaims marks stale every open VSD whose claim moved on.

@@ -134,6 +134,46 @@ func (c *Client) WaitFence(ctx context.Context, last FenceStatus) (FenceStatus, 
 	return out, c.claimCall(ctx, "GET", "/v1/fence?"+q.Encode(), nil, &out)
 }
 
+// FenceSource is what WatchFence reads: a Client, or a test fake.
+type FenceSource interface {
+	Fence(ctx context.Context) (FenceStatus, error)
+	WaitFence(ctx context.Context, last FenceStatus) (FenceStatus, error)
+}
+
+// WatchFence follows this node's fence until ctx ends: onChange gets the
+// first state read and every later one that differs (Fenced or Since).
+// While the daemon cannot be asked (not a member yet, restarting) it
+// tries again every retry.
+func WatchFence(ctx context.Context, src FenceSource, retry time.Duration, onChange func(FenceStatus)) {
+	var last FenceStatus
+	seen, polling := false, false
+	for ctx.Err() == nil {
+		var st FenceStatus
+		var err error
+		if polling {
+			st, err = src.WaitFence(ctx, last)
+		} else {
+			st, err = src.Fence(ctx)
+		}
+		if err != nil {
+			polling = false
+			t := time.NewTimer(retry)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		polling = true
+		if seen && st.Fenced == last.Fenced && st.Since.Equal(last.Since) {
+			continue
+		}
+		seen, last = true, st
+		onChange(st)
+	}
+}
+
 func (c *Client) claimCall(ctx context.Context, method, path string, in, out any) error {
 	return c.call(ctx, method, path, in, out, func(status int, body []byte) error {
 		e := &ClaimError{Status: status}
