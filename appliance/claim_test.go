@@ -19,16 +19,6 @@ import (
 // claim requests it got.
 func fakePeer(t *testing.T, got *[]client.ClaimRequest) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "claimcli") // socket paths must stay short
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "peer.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	mux := http.NewServeMux()
 	view := client.ClaimView{Resource: "vm/a", Epoch: 3, Holder: "n1", State: client.ClaimHeld, Confirmed: true}
 	mux.HandleFunc("GET /v1/claims", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode([]client.ClaimView{view}) })
@@ -48,7 +38,24 @@ func fakePeer(t *testing.T, got *[]client.ClaimRequest) string {
 		json.NewEncoder(w).Encode(client.Status{ClusterID: "c", Phase: client.PhaseMember, Self: client.Member{ID: "n1"},
 			Fence: &client.FenceStatus{Fenced: true, Heard: 1, Need: 2, Voters: []string{"n1", "n2", "n3"}}})
 	})
-	srv := &http.Server{Handler: mux}
+	return serveUnix(t, mux)
+}
+
+// serveUnix serves h on a fake peer socket for the test's lifetime and
+// returns its path (in a short temp dir: socket paths are limited).
+func serveUnix(t *testing.T, h http.Handler) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "shoalcli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "peer.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return sock

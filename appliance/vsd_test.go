@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -37,16 +34,6 @@ func (f *fakeState) record(key string) (client.StateRecord, bool) {
 
 func (f *fakeState) serve(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "vsdcli")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "peer.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/state/get", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
@@ -105,10 +92,7 @@ func (f *fakeState) serve(t *testing.T) string {
 	mux.HandleFunc("GET /v1/claim", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(client.ClaimView{Resource: r.URL.Query().Get("resource"), Epoch: 3, Holder: "n2", State: client.ClaimHeld, Confirmed: true})
 	})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return sock
+	return serveUnix(t, mux)
 }
 
 func TestVSDVerbs(t *testing.T) {
