@@ -9,8 +9,8 @@ import (
 )
 
 // Check verifies the store against its disk: both superblock copies, every
-// chunk record against the in-memory table, the free list, and the
-// checksum of every written block. Run it while no writes are in flight;
+// chunk record (with the journal entries newer than it) against the
+// in-memory table, the free list, and the checksum of every written block. Run it while no writes are in flight;
 // it returns every problem found, joined.
 func (s *Store) Check(ctx context.Context) error {
 	var problems []error
@@ -53,6 +53,30 @@ func (s *Store) Check(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
+	// Journal entries newer than their record count as part of it; the
+	// open block is written first.
+	if err := s.Sync(); err != nil {
+		bad("%w", err)
+	}
+	type seqEntry struct {
+		seq uint64
+		e   jentry
+	}
+	journaled := map[uint64][]seqEntry{}
+	jblocks, err := readJournal(s.dev, s.sb)
+	if err != nil {
+		bad("%w", err)
+	}
+	sealed := s.j.sealed()
+	for _, jb := range jblocks {
+		if jb.Seq > sealed {
+			bad("journal block %d is newer than the last sealed block %d: %w", jb.Seq, sealed, ErrCorrupt)
+		}
+		for _, e := range jb.Entries {
+			journaled[uint64(e.Slot)] = append(journaled[uint64(e.Slot)], seqEntry{jb.Seq, e})
+		}
+	}
+
 	blocks := s.sb.blocksPerChunk()
 	rec := make([]byte, s.sb.recordSize())
 	block := make([]byte, BlockSize)
@@ -79,6 +103,14 @@ func (s *Store) Check(ctx context.Context) error {
 		if c == nil {
 			bad("slot %d is used on disk (extent %d of VSD %s) but free in memory", slot, h.Extent, h.VSD)
 			continue
+		}
+		if h.JSeq > sealed {
+			bad("slot %d: record includes journal block %d, newer than the last sealed block %d", slot, h.JSeq, sealed)
+		}
+		for _, se := range journaled[slot] {
+			if se.seq > h.JSeq && se.e.Which != jmark {
+				binary.LittleEndian.PutUint32(rec[headerSize+4*(int(se.e.Which)*blocks+int(se.e.Block)):], se.e.Sum)
+			}
 		}
 		c.mu.RLock()
 		if h.VSD != c.hdr.VSD || h.Extent != c.hdr.Extent || h.Epoch != c.hdr.Epoch || h.Generation != c.hdr.Generation || h.Stamp != c.hdr.Stamp || !bytes.Equal(h.Written, c.hdr.Written) {

@@ -7,6 +7,7 @@
 //	0        superblock (4 KiB), magic "SHOALDSK", CRC-32C in its last 4 bytes
 //	4 KiB    backup copy of the superblock
 //	8 KiB    chunk records, one per chunk (4 KiB each for 1 MiB chunks)
+//	then     checksum journal: a ring of 4 KiB blocks (journal.go)
 //	aligned  chunk area: chunk i at DataOffset + i*ChunkSize
 //
 // A chunk record holds a 512-byte header (state, format nonce, VSD ID,
@@ -20,6 +21,22 @@
 // which O_DIRECT requires. Records from an earlier format of the disk are
 // ignored through the nonce, so formatting never has to zero the table.
 //
+// The journal makes an overwrite (every block already written, header
+// unchanged, at most 64 blocks) one device write, the data: its new
+// checksums go into memory and into the journal's open block, written
+// when it fills, on Sync (before the fdatasync), and before any record of
+// that chunk is written. Before the first such write to a chunk since its
+// record was last written, a mark entry for the chunk is written (and
+// waited for): on Open, after replaying the journal entries newer than
+// each record (the record's JSeq says which it includes), every written
+// block of a marked chunk that matches neither slot takes the checksum of
+// its data; it holds a write that completed but was never synced. When
+// three quarters of the ring are in use, a writer (holding no chunk lock)
+// checkpoints: it writes the record of every chunk with journaled
+// checksums and syncs, after which those blocks may be reused. If a
+// journal block write fails, Sync writes those records instead (or
+// fails).
+//
 // Invariants:
 //   - A read never returns bytes whose checksum does not match: it returns
 //     ErrChecksum instead. Unwritten blocks and absent chunks read as zero.
@@ -32,7 +49,11 @@
 //   - Format never overwrites a disk that holds any non-zero byte in its
 //     first 64 KiB unless FormatOptions.Force is set.
 //   - Write with fua, and Sync, return only once data and metadata are on
-//     stable storage (fdatasync).
+//     stable storage (journal block written, then fdatasync).
+//   - A record on disk with JSeq j includes every journal entry of its
+//     chunk in blocks up to j; entries in later blocks were made after it.
+//     Journal blocks are only reused once a checkpoint has written every
+//     record they describe.
 //
 // Concurrency: a Store is safe for concurrent use. Each chunk has a
 // read-write lock: writes to one chunk are serialised, reads share it, and
@@ -45,7 +66,13 @@
 // is kept in memory. After a power loss (not a process crash) a block
 // whose write was in flight may fail its checksum, because the page cache
 // (buffered FileDevice) or the disk's volatile cache (O_DIRECT) may
-// persist data before its checksum slot; it is reported as ErrChecksum,
-// never as wrong data, and the replicated layer repairs it. Every write
-// costs two device writes (record, then data).
+// persist data before its checksum slot or mark; it is reported as
+// ErrChecksum, never as wrong data, and the replicated layer repairs it.
+// In a chunk that was marked when the process or machine stopped, a block
+// rotten in that window is taken as written data (its checksum is
+// recomputed on Open): the price of one device write per overwrite. A
+// first write to a block costs three device writes (record, data,
+// header), an overwrite one plus a share of a journal block, and the
+// first overwrite of a chunk after its record was written two (mark,
+// data).
 package chunkstore

@@ -18,7 +18,7 @@ const (
 	MaxChunkSize = 8 << 20 // the written-block bitmap must fit the 512-byte header
 
 	superMagic    = "SHOALDSK"
-	formatVersion = 1
+	formatVersion = 2
 	superSize     = 4096
 	metaOffset    = 2 * superSize
 	headerSize    = 512
@@ -30,6 +30,9 @@ const (
 	// generation (u64) then MaxMembers disk IDs. The written-block bitmap
 	// (at most 256 bytes for 8 MiB chunks) ends before it.
 	stampOffset = 384
+	// jseqOffset holds, in a record header, the journal sequence number
+	// up to which the record includes its chunk's journal entries.
+	jseqOffset = 440
 )
 
 // MaxMembers is the most replicas a Stamp names.
@@ -73,6 +76,10 @@ type Superblock struct {
 	DataOffset uint64
 	// Nonce is random per format; chunk records carry it.
 	Nonce uint64
+	// JournalOffset and JournalBlocks locate the checksum journal: a ring
+	// of 4 KiB blocks after the record table (see journal.go).
+	JournalOffset uint64
+	JournalBlocks uint64
 }
 
 func (sb Superblock) blocksPerChunk() int { return int(sb.ChunkSize / BlockSize) }
@@ -93,15 +100,26 @@ func (sb Superblock) chunkOffset(slot uint64) int64 {
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
-// layout computes chunk count and data offset for a disk of size bytes.
+// journalBlocksFor is the journal size of a disk of size bytes: one
+// 4 KiB block per 256 KiB, at least 16 and at most 4096 (16 MiB).
+func journalBlocksFor(size int64) int64 { return min(max(size>>18, 16), 4096) }
+
+// maxChunks keeps slot numbers within a journal entry's 32 bits.
+const maxChunks = 1<<32 - 1
+
+// layout computes chunk count, journal and data offset for a disk of size
+// bytes.
 func layout(size int64, chunkSize uint32) (Superblock, error) {
 	sb := Superblock{Version: formatVersion, ChunkSize: chunkSize, DiskSize: uint64(size)}
 	rs := sb.recordSize()
-	n := (size - metaOffset) / (rs + int64(chunkSize))
+	jb := journalBlocksFor(size)
+	n := min((size-metaOffset-jb*BlockSize)/(rs+int64(chunkSize)), maxChunks)
 	for ; n > 0; n-- {
-		data := roundUp(metaOffset+n*rs, int64(chunkSize))
+		journal := metaOffset + n*rs
+		data := roundUp(journal+jb*BlockSize, int64(chunkSize))
 		if data+n*int64(chunkSize) <= size {
 			sb.ChunkCount, sb.DataOffset = uint64(n), uint64(data)
+			sb.JournalOffset, sb.JournalBlocks = uint64(journal), uint64(jb)
 			return sb, nil
 		}
 	}
@@ -123,6 +141,8 @@ func (sb Superblock) encode() []byte {
 	le.PutUint64(b[88:], metaOffset)
 	le.PutUint64(b[96:], sb.DataOffset)
 	le.PutUint64(b[104:], sb.Nonce)
+	le.PutUint64(b[112:], sb.JournalOffset)
+	le.PutUint64(b[120:], sb.JournalBlocks)
 	le.PutUint32(b[superSize-4:], crc(b[:superSize-4]))
 	return b
 }
@@ -143,6 +163,9 @@ func decodeSuperblock(b []byte) (Superblock, error) {
 		ChunkCount: le.Uint64(b[80:]),
 		DataOffset: le.Uint64(b[96:]),
 		Nonce:      le.Uint64(b[104:]),
+
+		JournalOffset: le.Uint64(b[112:]),
+		JournalBlocks: le.Uint64(b[120:]),
 	}
 	copy(sb.DiskID[:], b[24:])
 	copy(sb.NodeID[:], b[40:])
@@ -157,8 +180,8 @@ func decodeSuperblock(b []byte) (Superblock, error) {
 		return Superblock{}, fmt.Errorf("chunk size %d: %w", sb.ChunkSize, ErrCorrupt)
 	}
 	want, err := layout(int64(min(sb.DiskSize, 1<<62)), sb.ChunkSize)
-	if err != nil || want.ChunkCount != sb.ChunkCount || want.DataOffset != sb.DataOffset {
-		return Superblock{}, fmt.Errorf("layout (%d chunks at %d) does not match the disk size %d: %w", sb.ChunkCount, sb.DataOffset, sb.DiskSize, ErrCorrupt)
+	if err != nil || want.ChunkCount != sb.ChunkCount || want.DataOffset != sb.DataOffset || want.JournalOffset != sb.JournalOffset || want.JournalBlocks != sb.JournalBlocks {
+		return Superblock{}, fmt.Errorf("layout (%d chunks at %d, journal of %d blocks at %d) does not match the disk size %d: %w", sb.ChunkCount, sb.DataOffset, sb.JournalBlocks, sb.JournalOffset, sb.DiskSize, ErrCorrupt)
 	}
 	return sb, nil
 }
@@ -173,6 +196,9 @@ type header struct {
 	Generation uint64
 	Written    []byte // one bit per block
 	Stamp      Stamp
+	// JSeq: the record includes every journal entry of its chunk in
+	// journal blocks up to this sequence number; later ones are replayed.
+	JSeq uint64
 }
 
 func (h header) encode(nonce uint64, blocks int) []byte {
@@ -194,6 +220,7 @@ func (h header) encode(nonce uint64, blocks int) []byte {
 	for i, m := range h.Stamp.Members {
 		copy(b[stampOffset+8+16*i:], m[:])
 	}
+	le.PutUint64(b[jseqOffset:], h.JSeq)
 	le.PutUint32(b[headerSize-4:], crc(b[:headerSize-4]))
 	return b
 }
@@ -219,6 +246,7 @@ func decodeHeader(b []byte, nonce uint64, slot uint64, blocks int) (h header, ok
 		Epoch:      le.Uint64(b[48:]),
 		Generation: le.Uint64(b[56:]),
 		Written:    bytes.Clone(b[64 : 64+blocks/8]),
+		JSeq:       le.Uint64(b[jseqOffset:]),
 	}
 	copy(h.VSD[:], b[24:])
 	h.Stamp.Gen = le.Uint64(b[stampOffset:])

@@ -9,6 +9,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // FormatOptions configure Format.
@@ -103,13 +104,20 @@ type chunk struct {
 	slots [2][]uint32
 	// cur[i] is the slot describing block i's data: 0, 1 or unknown.
 	cur []uint8
+	// dirty: the journal holds checksums the record on disk lacks.
+	dirty bool
+	// marked: a mark entry newer than the record on disk is in the
+	// journal, so data may be written before its checksum entries are.
+	marked bool
+	// openSeq is the journal block holding the chunk's last entry.
+	openSeq uint64
 }
 
 const curUnknown = 2
 
 // Store is an open chunk store.
 type Store struct {
-	dev Device
+	dev *countedDevice
 	sb  Superblock
 
 	mu     sync.Mutex
@@ -122,6 +130,11 @@ type Store struct {
 
 	group      syncGroup
 	recordBufs sync.Pool // aligned record-sized buffers
+
+	j       *journal
+	maxJSeq uint64 // the highest JSeq of a record, while Open runs
+	dirtyMu sync.Mutex
+	dirty   map[*chunk]struct{} // chunks that may be dirty, for checkpoints
 }
 
 // Open reads the superblock and the chunk table of dev. The Store does
@@ -134,7 +147,8 @@ func Open(dev Device) (*Store, error) {
 	if size, err := dev.Size(); err != nil || uint64(size) < sb.DiskSize {
 		return nil, fmt.Errorf("open chunk store: disk is %d bytes, format needs %d: %w", size, sb.DiskSize, errors.Join(ErrCorrupt, err))
 	}
-	s := &Store{dev: dev, sb: sb, byKey: map[ChunkKey]*chunk{}, fences: map[ID]uint64{}}
+	s := &Store{dev: &countedDevice{Device: dev}, sb: sb, byKey: map[ChunkKey]*chunk{}, fences: map[ID]uint64{}, dirty: map[*chunk]struct{}{}}
+	s.group.clean = ^uint64(0)
 	rs := sb.recordSize()
 	per := max(1, (1<<20)/rs)
 	buf := make([]byte, per*rs)
@@ -150,6 +164,7 @@ func Open(dev Device) (*Store, error) {
 			if err != nil {
 				return nil, fmt.Errorf("open chunk store: %w", err)
 			}
+			s.maxJSeq = max(s.maxJSeq, h.JSeq)
 			if !used {
 				continue
 			}
@@ -176,7 +191,74 @@ func Open(dev Device) (*Store, error) {
 		}
 	}
 	s.usedSlots = nil
+	if err := s.replayJournal(); err != nil {
+		return nil, fmt.Errorf("open chunk store: %w", err)
+	}
 	return s, nil
+}
+
+// replayJournal applies the journal entries newer than their records,
+// writes those records and syncs, so the whole journal is checkpointed.
+func (s *Store) replayJournal() error {
+	blocks, err := readJournal(s.dev, s.sb)
+	if err != nil {
+		return err
+	}
+	bySlot := make(map[uint64]*chunk, len(s.byKey))
+	for _, c := range s.byKey {
+		bySlot[c.hdr.Slot] = c
+	}
+	touched := map[*chunk]bool{}
+	marked := map[*chunk]bool{}
+	last := replay(blocks, func(slot uint64) (uint64, bool) {
+		c := bySlot[slot]
+		if c == nil {
+			return 0, false
+		}
+		return c.hdr.JSeq, true
+	}, func(e jentry) {
+		c := bySlot[uint64(e.Slot)]
+		if e.Which == jmark {
+			marked[c] = true
+			return
+		}
+		c.slots[e.Which][e.Block] = e.Sum
+		touched[c] = true
+	})
+	// A marked chunk may hold data written after its last entry reached
+	// the journal (never synced, so never acknowledged as durable): a
+	// written block matching neither slot takes the checksum of what it
+	// holds.
+	buf := alignedBuf(int(s.sb.ChunkSize))
+	for c := range marked {
+		if _, err := s.dev.ReadAt(buf, s.sb.chunkOffset(c.hdr.Slot)); err != nil {
+			return fmt.Errorf("replay journal: read chunk %d: %w", c.hdr.Slot, err)
+		}
+		for i := range s.sb.blocksPerChunk() {
+			if !bit(c.hdr.Written, i) {
+				continue
+			}
+			if sum := crc(buf[i*BlockSize : (i+1)*BlockSize]); sum != c.slots[0][i] && sum != c.slots[1][i] {
+				c.slots[0][i], c.slots[1][i] = sum, sum
+				touched[c] = true
+			}
+		}
+	}
+	// A record may name a block that was sealed but never written: the
+	// next block must be newer than that too, or its entries would be
+	// taken as included in the record.
+	s.j = newJournal(s.dev, s.sb, max(last, s.maxJSeq))
+	for c := range touched {
+		if err := s.writeRecord(c.hdr, c); err != nil {
+			return fmt.Errorf("replay journal: %w", err)
+		}
+	}
+	if len(touched) > 0 {
+		if err := s.dev.Sync(); err != nil {
+			return fmt.Errorf("replay journal: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) slotUsed(slot uint64) bool {
@@ -210,22 +292,42 @@ func (s *Store) Stats() Stats {
 }
 
 // Close closes the device. Unsynced writes may be lost; call Sync first.
+//
+// Close first writes the records of chunks whose checksums are in the
+// journal only, so that the next Open need not scan them.
 func (s *Store) Close() error {
+	err := s.checkpoint(true)
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	return s.dev.Close()
+	return errors.Join(err, s.dev.Close())
 }
 
 // Sync makes every completed write durable. Concurrent callers share
 // device syncs (group commit): each waits for one that started after it
 // was called.
 func (s *Store) Sync() error {
+	if err := s.j.flushAll(); err != nil {
+		// A journal block was not written: write the record of every
+		// chunk with journaled checksums instead.
+		if err := s.checkpoint(true); err != nil {
+			return fmt.Errorf("sync chunk store: %w", err)
+		}
+		return nil
+	}
+	return s.syncDevice()
+}
+
+// syncDevice is the group commit of device syncs.
+func (s *Store) syncDevice() error {
 	g := &s.group
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.cond == nil {
 		g.cond = sync.NewCond(&g.mu)
+	}
+	if s.dev.writes.Load() == g.clean && !g.running {
+		return nil // no device write since a sync that succeeded started
 	}
 	need := g.started + 1
 	for g.done < need {
@@ -236,6 +338,7 @@ func (s *Store) Sync() error {
 		g.running = true
 		g.started++
 		seq := g.started
+		writes := s.dev.writes.Load()
 		g.mu.Unlock()
 		err := s.dev.Sync()
 		g.mu.Lock()
@@ -243,6 +346,8 @@ func (s *Store) Sync() error {
 		g.done = seq
 		if err != nil {
 			g.err, g.errSeq = err, seq
+		} else {
+			g.clean = writes
 		}
 		g.cond.Broadcast()
 	}
@@ -260,6 +365,22 @@ type syncGroup struct {
 	running       bool
 	err           error  // last failure
 	errSeq        uint64 // the sync that failed
+	// clean is the device write count when the last successful sync
+	// started (at Open: unknown, ^0).
+	clean uint64
+}
+
+// countedDevice counts completed (or failed) writes, so Sync can skip a
+// device with nothing written since its last sync.
+type countedDevice struct {
+	Device
+	writes atomic.Uint64
+}
+
+func (d *countedDevice) WriteAt(p []byte, off int64) (int, error) {
+	n, err := d.Device.WriteAt(p, off)
+	d.writes.Add(1)
+	return n, err
 }
 
 // lookup returns the live chunk for key with its lock held (write lock
@@ -353,6 +474,13 @@ func (s *Store) writeRecord(h header, c *chunk) error {
 	}
 	defer s.recordBufs.Put(bp)
 	b := *bp
+	if c.openSeq != 0 {
+		// Entries of c in the open block must not outlive the record.
+		if err := s.j.wait(c.openSeq); err != nil {
+			return fmt.Errorf("write chunk record %d: %w", h.Slot, err)
+		}
+	}
+	h.JSeq = s.j.sealed()
 	copy(b, h.encode(s.sb.Nonce, blocks))
 	for k := range 2 {
 		for i, v := range c.slots[k] {
@@ -362,7 +490,66 @@ func (s *Store) writeRecord(h header, c *chunk) error {
 	if _, err := s.dev.WriteAt(b, s.sb.recordOffset(h.Slot)); err != nil {
 		return fmt.Errorf("write chunk record %d: %w", h.Slot, err)
 	}
+	c.dirty, c.marked, c.openSeq = false, false, 0
 	return nil
+}
+
+// markDirty notes that c's checksums are about to go to the journal
+// only; c's write lock is held.
+func (s *Store) markDirty(c *chunk) {
+	if c.dirty {
+		return
+	}
+	c.dirty = true
+	s.dirtyMu.Lock()
+	s.dirty[c] = struct{}{}
+	s.dirtyMu.Unlock()
+}
+
+// maxDirtyChunks bounds the chunks with checksums in the journal only
+// (each marked one is read whole by Open after a crash): more trigger a
+// checkpoint.
+const maxDirtyChunks = 1024
+
+// checkpoint writes the record of every dirty chunk and syncs, so the
+// journal blocks before it can be reused. It runs when 3/4 of the ring is
+// in use or more than maxDirtyChunks are dirty (or always with force), in
+// a goroutine that holds no chunk lock; only one runs at a time.
+func (s *Store) checkpoint(force bool) error {
+	s.dirtyMu.Lock()
+	many := len(s.dirty) > maxDirtyChunks
+	s.dirtyMu.Unlock()
+	target, ok := s.j.claimCheckpoint(force, many)
+	if !ok {
+		return nil
+	}
+	err := s.checkpointTo()
+	s.j.endCheckpoint(target, err == nil)
+	return err
+}
+
+func (s *Store) checkpointTo() error {
+	s.dirtyMu.Lock()
+	list := s.dirty
+	s.dirty = map[*chunk]struct{}{}
+	s.dirtyMu.Unlock()
+	for c := range list {
+		c.mu.Lock()
+		var err error
+		if c.dirty && !c.freed {
+			err = s.writeRecord(c.hdr, c)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			s.dirtyMu.Lock()
+			for c := range list {
+				s.dirty[c] = struct{}{}
+			}
+			s.dirtyMu.Unlock()
+			return fmt.Errorf("checkpoint journal: %w", err)
+		}
+	}
+	return s.syncDevice()
 }
 
 func (s *Store) checkRange(off int64, n int) error {
@@ -509,6 +696,9 @@ func (s *Store) WriteStamped(ctx context.Context, key ChunkKey, epoch uint64, st
 	if err == nil && fua {
 		err = s.Sync()
 	}
+	if err == nil {
+		err = s.checkpoint(false)
+	}
 	return err
 }
 
@@ -548,22 +738,17 @@ func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off 
 		next[i-b0] = 1 - cur
 		c.slots[1-cur][i] = sum
 	}
+	if s.journalable(c, epoch, st, b0, b1) {
+		return s.writeJournaled(c, data, chunkOff, b0, b1, next)
+	}
 	// Checksums first (with the header as persisted), then data, then
 	// the header: see doc.go.
 	persisted := c.hdr
 	if persisted.Generation == 0 {
 		persisted.Used = false // a new chunk exists only once its data does
 	}
-	if err := s.writeRecord(persisted, c); err != nil {
-		c.forget(b0, b1)
-		return fmt.Errorf("write checksums: %w", err)
-	}
-	if _, err := s.dev.WriteAt(data, chunkOff+int64(b0)*BlockSize); err != nil {
-		c.forget(b0, b1)
-		return fmt.Errorf("write chunk %d blocks %d-%d: %w", c.hdr.Slot, b0, b1, err)
-	}
-	for i := b0; i <= b1; i++ {
-		c.cur[i] = next[i-b0]
+	if err := s.writeData(c, s.writeRecord(persisted, c), data, chunkOff, b0, b1, next); err != nil {
+		return err
 	}
 	h := c.hdr
 	h.Written = bytes.Clone(h.Written)
@@ -586,6 +771,71 @@ func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off 
 		return err
 	}
 	c.hdr = h
+	return nil
+}
+
+// journalable reports whether a write of blocks b0..b1 leaves the chunk
+// header as it is (persisted chunk, same epoch and stamp, every block
+// already written), so its checksums can go to the journal.
+func (s *Store) journalable(c *chunk, epoch uint64, st Stamp, b0, b1 int) bool {
+	if c.hdr.Generation == 0 || epoch != c.hdr.Epoch || b1-b0+1 > journalMaxWriteBlocks {
+		return false
+	}
+	if _, newer := mergeStamp(c.hdr.Stamp, st); newer {
+		return false
+	}
+	for i := b0; i <= b1; i++ {
+		if !bit(c.hdr.Written, i) {
+			return false
+		}
+	}
+	return true
+}
+
+// writeJournaled adds the new checksums (already in c.slots, in the
+// slots next names) to the journal's open block and writes the data. The
+// first such write after c's record was written adds a mark entry and
+// waits until it is written: from then on data may reach the disk before
+// its checksum entries (Sync writes them). When the ring has no room it
+// writes the record instead.
+func (s *Store) writeJournaled(c *chunk, data []byte, chunkOff int64, b0, b1 int, next []uint8) error {
+	entries := make([]jentry, 0, b1-b0+2)
+	if !c.marked {
+		entries = append(entries, jentry{Slot: uint32(c.hdr.Slot), Which: jmark})
+	}
+	for i := b0; i <= b1; i++ {
+		w := next[i-b0]
+		entries = append(entries, jentry{Slot: uint32(c.hdr.Slot), Block: uint16(i), Which: w, Sum: c.slots[w][i]})
+	}
+	s.markDirty(c)
+	var err error
+	if seq, ok := s.j.add(entries); !ok {
+		err = s.writeRecord(c.hdr, c)
+	} else {
+		c.openSeq = seq
+		if !c.marked {
+			if err = s.j.wait(seq); err == nil {
+				c.marked = true
+			}
+		}
+	}
+	return s.writeData(c, err, data, chunkOff, b0, b1, next)
+}
+
+// writeData writes blocks b0..b1 once their checksums are in place
+// (ckErr says whether that failed) and notes the slot now describing each.
+func (s *Store) writeData(c *chunk, ckErr error, data []byte, chunkOff int64, b0, b1 int, next []uint8) error {
+	if ckErr != nil {
+		c.forget(b0, b1)
+		return fmt.Errorf("write checksums: %w", ckErr)
+	}
+	if _, err := s.dev.WriteAt(data, chunkOff+int64(b0)*BlockSize); err != nil {
+		c.forget(b0, b1)
+		return fmt.Errorf("write chunk %d blocks %d-%d: %w", c.hdr.Slot, b0, b1, err)
+	}
+	for i := b0; i <= b1; i++ {
+		c.cur[i] = next[i-b0]
+	}
 	return nil
 }
 
@@ -618,6 +868,9 @@ func (s *Store) ZeroStamped(ctx context.Context, key ChunkKey, epoch uint64, st 
 	c.mu.Unlock()
 	if err == nil && fua {
 		err = s.Sync()
+	}
+	if err == nil {
+		err = s.checkpoint(false)
 	}
 	return err
 }

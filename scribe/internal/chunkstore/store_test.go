@@ -446,6 +446,14 @@ func TestSyncGroupsAndReportsErrors(t *testing.T) {
 	if syncs < 1 || syncs > 16 {
 		t.Errorf("%d device syncs for 16 callers", syncs)
 	}
+	// Nothing written since: no device sync.
+	before := syncs
+	if err := s.Sync(); err != nil || syncs != before {
+		t.Errorf("sync with nothing written: %v, %d device syncs; want none", err, syncs-before)
+	}
+	if err := s.Write(context.Background(), ChunkKey{VSD: ID{1}}, 1, 0, []byte{1}, false); err != nil {
+		t.Fatal(err)
+	}
 	fp.Set(func(o Op, _ int64, _ int) error {
 		if o == OpSync {
 			return syscall.EIO

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -25,7 +25,12 @@ type session struct {
 	w   io.Writer
 
 	wmu    sync.Mutex
+	bw     *bufio.Writer // over w, used under wmu
 	broken bool
+	// waiting counts replies queued for wmu: a sender that sees others
+	// waiting leaves the flush to the last of them, so replies completed
+	// together leave in one write.
+	waiting atomic.Int32
 
 	noZeroes   bool
 	structured bool
@@ -102,18 +107,28 @@ func (s *session) refuseExport(opt uint32, err error) error {
 }
 
 func newSession(s *Server, rw io.ReadWriter) *session {
-	return &session{srv: s, cfg: s.cfg, r: bufio.NewReaderSize(rw, 64<<10), w: rw}
+	return &session{srv: s, cfg: s.cfg, r: bufio.NewReaderSize(rw, 64<<10), w: rw, bw: bufio.NewWriterSize(rw, 64<<10)}
 }
 
 // send writes bufs as one reply, atomically with respect to other replies.
 func (s *session) send(bufs ...[]byte) error {
+	s.waiting.Add(1)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.waiting.Add(-1)
 	if s.broken {
 		return io.ErrClosedPipe
 	}
-	nb := net.Buffers(bufs)
-	if _, err := nb.WriteTo(s.w); err != nil {
+	var err error
+	for _, b := range bufs {
+		if _, err = s.bw.Write(b); err != nil {
+			break
+		}
+	}
+	if err == nil && s.waiting.Load() == 0 {
+		err = s.bw.Flush()
+	}
+	if err != nil {
 		s.broken = true
 		// A half-written reply desynchronises the stream: hang up so
 		// the reader stops too.

@@ -81,13 +81,44 @@ func putBuf(b *[]byte) {
 	bufPools[bits.Len(uint(c-1))].Put(b)
 }
 
+// workers run a session's requests. A request goes to an idle worker if
+// there is one, else to a new one; workers stay until the session ends, so
+// their stacks, grown once by the deep write path (replication, TLS,
+// pwrite), are reused instead of grown again for every request.
+type workers struct {
+	work chan func()
+	wg   sync.WaitGroup
+}
+
+func (w *workers) run(f func()) {
+	select {
+	case w.work <- f:
+		return
+	default:
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		f()
+		for f := range w.work {
+			f()
+		}
+	}()
+}
+
+// stop lets idle workers exit and waits for all of them.
+func (w *workers) stop() {
+	close(w.work)
+	w.wg.Wait()
+}
+
 // transmit runs the transmission phase until DISC, EOF or a protocol error.
 func (s *session) transmit(ctx context.Context, exp *export) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	bud := newBudget(s.cfg.MaxInFlight, s.cfg.MaxInFlightBytes)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	w := &workers{work: make(chan func())}
+	defer w.stop()
 	size := uint64(exp.backend.Size())
 	var hdr [requestHeaderLen]byte
 	for {
@@ -110,7 +141,7 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 		var cost int64
 		switch req.typ {
 		case cmdDisc:
-			return nil // deferred wg.Wait lets in-flight requests finish
+			return nil // the deferred stop lets in-flight requests finish
 		case cmdWrite:
 			if req.length > s.cfg.MaxRequestBytes {
 				return fmt.Errorf("write of %d bytes exceeds the %d-byte limit: %w", req.length, s.cfg.MaxRequestBytes, errProtocol)
@@ -124,13 +155,11 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 				return fmt.Errorf("read write payload: %w", err)
 			}
 			req.data = *buf
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			w.run(func() {
 				defer bud.release(cost)
 				defer putBuf(buf)
 				s.handle(ctx, exp, size, req)
-			}()
+			})
 			continue
 		case cmdRead:
 			if req.length <= s.cfg.MaxRequestBytes {
@@ -138,12 +167,10 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 			}
 		}
 		bud.acquire(cost)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		w.run(func() {
 			defer bud.release(cost)
 			s.handle(ctx, exp, size, req)
-		}()
+		})
 	}
 }
 

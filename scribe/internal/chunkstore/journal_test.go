@@ -1,0 +1,402 @@
+package chunkstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// journalWrites counts device writes that land in the journal and in the
+// record table.
+type journalWrites struct {
+	mu               sync.Mutex
+	journal, records int
+}
+
+func (w *journalWrites) hook(sb Superblock) func(Op, int64, int) error {
+	return func(op Op, off int64, n int) error {
+		if op != OpWrite {
+			return nil
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		switch {
+		case off >= int64(sb.JournalOffset) && off < int64(sb.JournalOffset+sb.JournalBlocks*BlockSize):
+			w.journal++
+		case off >= metaOffset && off < int64(sb.JournalOffset):
+			w.records++
+		}
+		return nil
+	}
+}
+
+func TestJournalOverwriteAndReplay(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			path, dev := newDisk(t, 64<<20, m.opts)
+			fp := NewFailpointDevice(dev)
+			s := formatOpen(t, fp)
+			sb := s.Superblock()
+			ctx := context.Background()
+			k := ChunkKey{VSD: ID{7}, Extent: 1}
+			if err := s.Write(ctx, k, 1, 0, bytes.Repeat([]byte{1}, 64<<10), false); err != nil {
+				t.Fatal(err)
+			}
+			var w journalWrites
+			fp.Set(w.hook(sb))
+			// Overwrites of written blocks: one journal write (the
+			// chunk's mark), no record write.
+			want := bytes.Repeat([]byte{1}, 64<<10)
+			for i := range 5 {
+				p := bytes.Repeat([]byte{byte(10 + i)}, BlockSize)
+				off := int64(i%3) * BlockSize
+				if err := s.Write(ctx, k, 1, off, p, false); err != nil {
+					t.Fatal(err)
+				}
+				copy(want[off:], p)
+			}
+			if w.journal != 1 || w.records != 0 {
+				t.Errorf("5 overwrites: %d journal and %d record writes; want 1 and 0", w.journal, w.records)
+			}
+			if err := s.Check(ctx); err != nil {
+				t.Fatalf("check with the journal ahead of the records: %v", err)
+			}
+			if err := s.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			fp.Set(nil)
+			// Reopen without closing (a crash): the journal is replayed.
+			s2 := reopen(t, path, m.opts)
+			defer s2.Close()
+			if err := s2.Check(ctx); err != nil {
+				t.Fatalf("check after replay: %v", err)
+			}
+			got := make([]byte, len(want))
+			if err := s2.Read(ctx, k, 0, got); err != nil {
+				t.Fatalf("read after replay: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("data after replay differs")
+			}
+			dev.Close() // the crashed store is abandoned
+		})
+	}
+}
+
+// TestJournalCheckpointsWrapTheRing overwrites far more blocks than the
+// ring holds: checkpoints must write the records before blocks are reused.
+func TestJournalCheckpointsWrapTheRing(t *testing.T) {
+	path, s := openStore(t, 32<<20)
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(seed(t), 1))
+	want := make([][]byte, 3)
+	for e := range want {
+		want[e] = bytes.Repeat([]byte{byte(e)}, DefaultChunkSize/4)
+		if err := s.Write(ctx, ChunkKey{VSD: ID{1}, Extent: uint64(e)}, 1, 0, want[e], false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 40 * int(s.sb.JournalBlocks) {
+		e := r.IntN(3)
+		off := r.Int64N(int64(len(want[e])) - 3*BlockSize)
+		p := make([]byte, 1+r.IntN(3*BlockSize))
+		for j := range p {
+			p[j] = byte(r.Uint32())
+		}
+		if err := s.Write(ctx, ChunkKey{VSD: ID{1}, Extent: uint64(e)}, 1, off, p, i%3 == 0); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[e][off:], p)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := reopen(t, path)
+	defer s2.Close()
+	if err := s2.Check(ctx); err != nil {
+		t.Fatalf("check after reopen: %v", err)
+	}
+	for e := range want {
+		got := make([]byte, len(want[e]))
+		if err := s2.Read(ctx, ChunkKey{VSD: ID{1}, Extent: uint64(e)}, 0, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want[e]) {
+			t.Errorf("extent %d differs after reopen", e)
+		}
+	}
+}
+
+// formatOpen formats dev and opens it; the test closes or abandons it.
+func formatOpen(t *testing.T, dev Device) *Store {
+	t.Helper()
+	if _, err := Format(dev, FormatOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var errCrash = errors.New("crashed")
+
+// noSync is a Device whose Sync does nothing: the crash below stops the
+// process, not the power, so every completed write persists anyway.
+type noSync struct{ Device }
+
+func (noSync) Sync() error { return nil }
+
+// crashAtOp is one operation of TestCrashAtEveryDeviceWrite's workload.
+type crashAtOp struct {
+	extent uint64
+	off, n int64
+	data   []byte // nil: zero
+	fua    bool
+	sync   bool // a Sync after the op
+}
+
+func crashAtWorkload(sd uint64, n int) []crashAtOp {
+	r := rand.New(rand.NewPCG(sd, 7))
+	ops := make([]crashAtOp, n)
+	for i := range ops {
+		o := crashAtOp{extent: uint64(r.IntN(3)), sync: i%4 == 3, fua: r.IntN(8) == 0}
+		// A narrow range, so most writes overwrite written blocks.
+		o.off = r.Int64N(192 << 10)
+		o.n = 1 + r.Int64N(40<<10)
+		if r.IntN(12) != 0 {
+			o.data = make([]byte, o.n)
+			for j := range o.data {
+				o.data[j] = byte(r.Uint32())
+			}
+		}
+		ops[i] = o
+	}
+	return ops
+}
+
+// TestCrashAtEveryDeviceWrite runs a workload of writes, overwrites,
+// zeroes, FUA writes and syncs and stops the disk at every device write in
+// turn (that write and all later ones never happen, as when the process
+// dies). After each stop the store reopens, Check passes, every completed
+// operation reads back, and the one in flight left old or new bytes.
+func TestCrashAtEveryDeviceWrite(t *testing.T) {
+	sd := seed(t)
+	ops := crashAtWorkload(sd, 50)
+	ctx := context.Background()
+	run := func(t *testing.T, crashAt int) (writes int) {
+		path, dev := newDisk(t, 4<<20) // 3 chunks, a 16-block journal: checkpoints every 8 blocks
+		if _, err := Format(dev, FormatOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		fp := NewFailpointDevice(noSync{dev})
+		s, err := Open(fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		fp.Set(func(op Op, off int64, n int) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if op == OpWrite {
+				writes++
+			}
+			if crashAt > 0 && writes >= crashAt {
+				return errCrash
+			}
+			return nil
+		})
+		model := make([][]byte, 3)
+		for i := range model {
+			model[i] = make([]byte, DefaultChunkSize)
+		}
+		var failed *crashAtOp
+		for i, o := range ops {
+			k := ChunkKey{VSD: ID{3}, Extent: o.extent}
+			if o.data != nil {
+				err = s.Write(ctx, k, 1, o.off, o.data, o.fua)
+			} else {
+				err = s.Zero(ctx, k, 1, o.off, o.n, o.fua)
+			}
+			if err == nil && o.sync {
+				err = s.Sync()
+			}
+			if err != nil {
+				if crashAt == 0 || !errors.Is(err, errCrash) {
+					t.Fatalf("op %d: %v", i, err)
+				}
+				failed = &ops[i]
+				break
+			}
+			if o.data != nil {
+				copy(model[o.extent][o.off:], o.data)
+			} else {
+				clear(model[o.extent][o.off : o.off+o.n])
+			}
+		}
+		if crashAt == 0 {
+			if err := s.Check(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s.j.mu.Lock()
+			cp := s.j.checkpointed
+			s.j.mu.Unlock()
+			if cp == 0 {
+				t.Error("the workload never checkpointed the journal")
+			}
+			s.Close()
+			return writes
+		}
+		dev.Close() // the crashed store is abandoned
+		dev2, err := OpenFile(path, FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2, err := Open(noSync{dev2})
+		if err != nil {
+			t.Fatalf("crash at device write %d: reopen: %v", crashAt, err)
+		}
+		defer s2.Close()
+		if err := s2.Check(ctx); err != nil {
+			t.Fatalf("crash at device write %d: check: %v", crashAt, err)
+		}
+		for e := range model {
+			got := make([]byte, DefaultChunkSize)
+			if err := s2.Read(ctx, ChunkKey{VSD: ID{3}, Extent: uint64(e)}, 0, got); err != nil {
+				t.Fatalf("crash at device write %d: read extent %d: %v", crashAt, e, err)
+			}
+			for off := range got {
+				if got[off] == model[e][off] {
+					continue
+				}
+				if f := failed; f != nil && f.extent == uint64(e) && int64(off) >= f.off && int64(off) < f.off+f.n {
+					if f.data == nil && got[off] == 0 || f.data != nil && got[off] == f.data[int64(off)-f.off] {
+						continue
+					}
+				}
+				t.Fatalf("crash at device write %d: extent %d byte %d is %#x, want %#x (seed %d)", crashAt, e, off, got[off], model[e][off], sd)
+			}
+		}
+		return writes
+	}
+	total := run(t, 0)
+	t.Logf("%d operations, %d device writes", len(ops), total)
+	for k := 1; k <= total; k++ {
+		run(t, k)
+	}
+}
+
+func FuzzDecodeJournalBlock(f *testing.F) {
+	const nonce, chunks, blocks = 99, 40, 256
+	b := alignedBuf(BlockSize)
+	encodeJournalBlock(b, nonce, 12, []jentry{{Slot: 3, Block: 255, Which: 1, Sum: 0xdeadbeef}, {Slot: 39, Block: 0, Sum: 7}})
+	f.Add(bytes.Clone(b))
+	encodeJournalBlock(b, nonce, 1, nil)
+	f.Add(bytes.Clone(b))
+	f.Add(make([]byte, BlockSize))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		jb, ok, err := decodeJournalBlock(b, nonce, chunks, blocks)
+		if err != nil || !ok {
+			return
+		}
+		for _, e := range jb.Entries {
+			if e.Slot >= chunks || e.Block >= blocks || e.Which > 1 {
+				t.Fatalf("decoded entry outside the store: %+v", e)
+			}
+		}
+		again := make([]byte, BlockSize)
+		encodeJournalBlock(again, nonce, jb.Seq, jb.Entries)
+		jb2, ok, err := decodeJournalBlock(again, nonce, chunks, blocks)
+		if err != nil || !ok {
+			t.Fatalf("re-decode: ok %v, %v", ok, err)
+		}
+		if diff := cmp.Diff(jb, jb2); diff != "" {
+			t.Fatalf("round trip (-first +second):\n%s", diff)
+		}
+	})
+}
+
+func TestJournalBlockRoundTrip(t *testing.T) {
+	b := alignedBuf(BlockSize)
+	want := jblock{Seq: 5, Entries: []jentry{{Slot: 1, Block: 2, Which: 1, Sum: 3}}}
+	encodeJournalBlock(b, 8, want.Seq, want.Entries)
+	got, ok, err := decodeJournalBlock(b, 8, 10, 256)
+	if err != nil || !ok {
+		t.Fatalf("decode: ok %v, %v", ok, err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	for _, tc := range []struct {
+		name  string
+		mod   func([]byte)
+		nonce uint64
+		ok    bool
+		err   error
+	}{
+		{"other format", func([]byte) {}, 9, false, nil},
+		{"torn", func(b []byte) { b[100] ^= 1 }, 8, false, nil},
+	} {
+		c := bytes.Clone(b)
+		tc.mod(c)
+		_, ok, err := decodeJournalBlock(c, tc.nonce, 10, 256)
+		if ok != tc.ok || !errors.Is(err, tc.err) {
+			t.Errorf("%s: ok %v, err %v", tc.name, ok, err)
+		}
+	}
+	// A valid block naming a slot outside the store is corrupt.
+	encodeJournalBlock(b, 8, 5, []jentry{{Slot: 10}})
+	if _, _, err := decodeJournalBlock(b, 8, 10, 256); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("entry outside the store: %v; want ErrCorrupt", err)
+	}
+}
+
+// TestJournalSealedButUnwrittenBlock: a record written while a journal
+// block was sealed but not yet written names that block; after a crash
+// that lost it, the reopened journal must number its blocks past it, or
+// their entries would count as included in the record.
+func TestJournalSealedButUnwrittenBlock(t *testing.T) {
+	path, dev := newDisk(t, 32<<20)
+	s := formatOpen(t, dev)
+	ctx := context.Background()
+	k := ChunkKey{VSD: ID{4}, Extent: 0}
+	if err := s.Write(ctx, k, 1, 0, bytes.Repeat([]byte{1}, 8*BlockSize), true); err != nil {
+		t.Fatal(err)
+	}
+	// Three blocks sealed whose writes never happened, then a record.
+	s.j.mu.Lock()
+	s.j.next += 3
+	s.j.done += 3
+	s.j.mu.Unlock()
+	if err := s.SetStamp(ctx, k, 1, Stamp{Gen: 1}, true); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close() // crash
+	s2 := reopen(t, path)
+	want := bytes.Repeat([]byte{2}, BlockSize)
+	if err := s2.Write(ctx, k, 1, 3*BlockSize, want, true); err != nil {
+		t.Fatal(err)
+	}
+	s2.dev.Close() // crash again: the overwrite lives in the journal only
+	s3 := reopen(t, path)
+	defer s3.Close()
+	if err := s3.Check(ctx); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	got := make([]byte, BlockSize)
+	if err := s3.Read(ctx, k, 3*BlockSize, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("block 3 holds %d, want %d", got[0], want[0])
+	}
+}

@@ -1,0 +1,73 @@
+package chunksvc
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// batchConn sits under TLS. Once batching is on (after the handshake),
+// the TLS records a sender writes collect in a buffer until Flush, so one
+// batch of requests or responses (and a 1 MiB write's 64 records) leaves
+// in one syscall instead of one per record; reads fill a large buffer, so
+// many records arrive per syscall. The sender calls Flush after its TLS
+// writes; mu guards the buffer, since TLS also writes from Close. Close
+// is the raw connection's: it must break a write blocked on a dead peer,
+// so it does not flush (the peer sees EOF instead of close_notify).
+type batchConn struct {
+	net.Conn
+	r        *bufio.Reader
+	mu       sync.Mutex
+	w        *bufio.Writer
+	batching atomic.Bool
+}
+
+const batchConnBuffer = 256 << 10
+
+func newBatchConn(c net.Conn) *batchConn {
+	return &batchConn{Conn: c, r: bufio.NewReaderSize(c, batchConnBuffer), w: bufio.NewWriterSize(c, batchConnBuffer)}
+}
+
+func (c *batchConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.batching.Load() {
+		// Handshake messages go out at once (the peer waits for them).
+		if err := c.w.Flush(); err != nil {
+			return 0, err
+		}
+		return c.Conn.Write(p)
+	}
+	return c.w.Write(p)
+}
+
+// Flush sends the buffered records.
+func (c *batchConn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.w.Flush()
+}
+
+// flushUnder flushes the batchConn under tc, if there is one.
+func flushUnder(tc net.Conn) error {
+	if t, ok := tc.(*tls.Conn); ok {
+		if bc, ok := t.NetConn().(*batchConn); ok {
+			return bc.Flush()
+		}
+	}
+	return nil
+}
+
+// startBatching turns batching on for the batchConn under tc, if any;
+// call it once the handshake is done.
+func startBatching(tc net.Conn) {
+	if t, ok := tc.(*tls.Conn); ok {
+		if bc, ok := t.NetConn().(*batchConn); ok {
+			bc.batching.Store(true)
+		}
+	}
+}
