@@ -20,13 +20,16 @@ import (
 
 // VSDInfo is one VSD as `shoal vsd ls/info --json` print it.
 type VSDInfo struct {
-	Name      string    `json:"name"`
-	ID        string    `json:"id"`
-	Size      int64     `json:"size"`
-	Replicas  int       `json:"replicas"`
-	Created   time.Time `json:"created"`
-	Allocated int64     `json:"allocated"`
-	Degraded  int       `json:"degraded_extents"`
+	Name     string    `json:"name"`
+	ID       string    `json:"id"`
+	Size     int64     `json:"size"`
+	Replicas int       `json:"replicas"`
+	Created  time.Time `json:"created"`
+	// ReadOnly: its content is final (an image); every node may read it
+	// at once and writes are refused.
+	ReadOnly  bool  `json:"read_only,omitempty"`
+	Allocated int64 `json:"allocated"`
+	Degraded  int   `json:"degraded_extents"`
 	// Unavailable counts extents with no reachable up-to-date copy.
 	Unavailable int `json:"unavailable_extents"`
 	// Owner is the node serving the VSD now (empty: nobody has it
@@ -41,7 +44,7 @@ type VSDInfo struct {
 
 func vsdInfo(rec scribe.VSDRecord, st scribe.VSDStatus) VSDInfo {
 	return VSDInfo{
-		Name: rec.Name, ID: rec.ID.String(), Size: rec.Size, Replicas: rec.Replicas, Created: rec.Created,
+		Name: rec.Name, ID: rec.ID.String(), Size: rec.Size, Replicas: rec.Replicas, Created: rec.Created, ReadOnly: rec.ReadOnly,
 		Allocated: st.Allocated, Degraded: st.Degraded, Unavailable: st.Unavailable,
 		Owner: st.Owner, Epoch: st.Epoch, StatusUpdated: st.Updated,
 	}
@@ -204,6 +207,11 @@ func VSDInfoVerb(ctx context.Context, env *verb.Env, args []string) error {
 	fmt.Fprintf(tw, "size:\t%s (%d bytes)\n", scribe.FormatSize(info.Size), info.Size)
 	fmt.Fprintf(tw, "replicas:\t%d\n", info.Replicas)
 	fmt.Fprintf(tw, "created:\t%s\n", info.Created.Format(time.RFC3339))
+	if info.ReadOnly {
+		fmt.Fprintf(tw, "access:\tread-only (any number of nodes read it at once, without a claim; writes are refused)\n")
+	} else {
+		fmt.Fprintf(tw, "access:\tread-write (one node at a time, the holder of its claim)\n")
+	}
 	fmt.Fprintf(tw, "allocated:\t%s (%d bytes, all replicas)\n", scribe.FormatSize(info.Allocated), info.Allocated)
 	deg := fmt.Sprintf("%d", info.Degraded)
 	if info.Degraded > 0 {

@@ -25,6 +25,10 @@ type Config struct {
 	// DataDir is shoal peer's data dir, read for this node's identity and
 	// cluster credentials (never written). Zero value: /var/lib/shoal.
 	DataDir string
+	// StateDir is where the daemon keeps its own state: the generation
+	// register (StateDir/register), which also keeps each VSD's fence
+	// epoch across restarts. Zero value: DataDir/scribe.
+	StateDir string
 	// PeerSocket is shoal peer's local API. Zero value:
 	// /run/shoal/peer.sock.
 	PeerSocket string
@@ -83,6 +87,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PeerSocket == "" {
 		c.PeerSocket = d.PeerSocket
+	}
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join(c.DataDir, "scribe")
 	}
 	if c.NBDSocket == "" {
 		c.NBDSocket = d.NBDSocket

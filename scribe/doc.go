@@ -5,11 +5,14 @@
 // The root package is the `shoal scribe` daemon (Config, New, Run) and the
 // records it shares with the CLI through the cluster state:
 //
-//	vsd/NAME          a VSD: id, size, replicas, created (VSDRecord; `shoal vsd`)
+//	vsd/NAME          a VSD: id, size, replicas, created, readonly (VSDRecord;
+//	                  `shoal vsd`; readonly=1 for images, see below)
 //	vsd-status/NAME   what the VSD's owner last saw: owner, epoch, allocated,
 //	                  degraded extents (VSDStatus; written by the owner)
 //	scribe/NODE-ID    a node's chunk service address and disks (NodeRecord)
-//	vsd-deleted/ID    a removed VSD whose chunks every node frees
+//	vsd-deleted/ID    a removed VSD whose chunks every node frees; each node
+//	                  adds freed-NODE, and the record is deleted once every
+//	                  member that has not left did
 //
 // Run serves NBD at once (Config.Ready is called then) and waits for the
 // node to be a cluster member before it opens the disks (formatting blank
@@ -20,9 +23,19 @@
 // fenced by every replica from then on. While another node that is up has
 // the VSD open, the open is refused unless this node already holds the
 // highest epoch (an operator took it over with `shoal claim take`).
-// `shoal vsd rm` leaves a "vsd-deleted/ID" record; every daemon frees that
-// VSD's chunks from its disks. Sessions of one VSD share one
+// A read-only VSD (readonly=1, an uploaded image) is opened without a
+// claim and without fencing, on any number of nodes at once, exported
+// READ_ONLY. `shoal vsd rm` leaves a "vsd-deleted/ID" record; removal wins
+// over any open: an open VSD that was removed refuses I/O, and every
+// daemon fences the VSD at the highest epoch (kept in its generation
+// register) before it frees its chunks. Sessions of one VSD share one
 // Volume; the last to end flushes and closes it.
+//
+// The daemon keeps its own state in Config.StateDir (DataDir/scribe): the
+// generation register (package genreg), which owners write before
+// acknowledging a degraded write and which also keeps each VSD's fence
+// epoch, re-applied to the disks at start. Every node serves the chunk
+// service, a node without disks (a witness) for the register only.
 //
 // Invariants: a VSD is written only by the node holding its claim's
 // highest epoch (replicas refuse older epochs); a disk is formatted only

@@ -14,6 +14,7 @@ import (
 type volume interface {
 	nbd.Backend
 	Status() replvol.Status
+	Rescan(ctx context.Context) (int, error)
 	Close() error
 }
 
@@ -23,14 +24,17 @@ type volume interface {
 // turned out to have a newer owner after a fence (stale).
 type guarded struct {
 	volume
-	fenced *atomic.Bool // the daemon's
-	stale  *atomic.Bool // this VSD's
+	fenced  *atomic.Bool // the daemon's
+	stale   *atomic.Bool // this VSD's
+	removed *atomic.Bool // this VSD's: `shoal vsd rm` removed it
 }
 
 var _ nbd.Backend = guarded{}
 
 func (g guarded) check() error {
 	switch {
+	case g.removed.Load():
+		return fmt.Errorf("%w: the VSD was removed (`shoal vsd rm`); its data is being freed", nbd.ErrReadOnly)
 	case g.stale.Load():
 		return fmt.Errorf("%w: another node took the VSD over while this node was fenced", nbd.ErrReadOnly)
 	case g.fenced.Load():
@@ -105,7 +109,7 @@ func (s *Scribe) recheckClaims(ctx context.Context) {
 	s.vmu.Lock()
 	defer s.vmu.Unlock()
 	for name, o := range s.open {
-		if o.stale.Load() {
+		if o.stale.Load() || o.readOnly {
 			continue
 		}
 		v, err := s.peer.GetClaim(ctx, ClaimResource(name))

@@ -32,7 +32,10 @@ type pool struct {
 	mu    sync.Mutex
 	nodes map[string]NodeRecord // other nodes
 	up    map[string]bool       // alive or suspect in gossip
-	conns map[string]*conn
+	// returns counts nodes seen coming back up (down before, up now):
+	// open VSDs with unavailable extents rescan when it changes.
+	returns uint64
+	conns   map[string]*conn
 }
 
 type conn struct {
@@ -60,7 +63,33 @@ func (p *pool) update(recs []NodeRecord, members []client.Member) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for n, u := range up {
+		if u && p.up != nil && !p.up[n] {
+			p.returns++
+		}
+	}
 	p.nodes, p.up = nodes, up
+}
+
+// returned is how many times a node came back up so far.
+func (p *pool) returned() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.returns
+}
+
+// Nodes implements replvol.Pool: this node and every other member that
+// serves a chunk service (with or without disks), up or down.
+func (p *pool) Nodes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := []string{p.self}
+	for node, r := range p.nodes {
+		if r.Addr != "" {
+			out = append(out, node)
+		}
+	}
+	return out
 }
 
 // isUp reports whether node is alive (or suspect) in gossip.

@@ -3,9 +3,11 @@ package scribe
 import (
 	"errors"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/shoal-hci/shoal/peer/client"
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
@@ -35,6 +37,11 @@ func TestPoolReplica(t *testing.T) {
 		{ID: "down", State: client.StateFailed}, {ID: "gone", State: client.StateLeft},
 	})
 
+	nodes := p.Nodes()
+	slices.Sort(nodes)
+	if diff := cmp.Diff([]string{"down", "me", "up"}, nodes); diff != "" {
+		t.Errorf("Nodes() (-want +got):\n%s", diff)
+	}
 	if r, err := p.Replica("me"); err != nil || r != p.local {
 		t.Fatalf("Replica(self) = %v, %v; want the local replica", r, err)
 	}
@@ -65,4 +72,28 @@ func TestPoolReplica(t *testing.T) {
 		t.Errorf("Replica(up) after redialAfter: %v, dialled again: %v", err, p.conns["up"].failed != failed)
 	}
 	p.close()
+}
+
+// TestPoolCountsReturns: a node seen down, then up, counts once (open
+// VSDs with unavailable extents rescan then); first sight does not count.
+func TestPoolCountsReturns(t *testing.T) {
+	p := &pool{self: "me", conns: map[string]*conn{}}
+	recs := []NodeRecord{{Node: "a", Addr: "x"}, {Node: "b", Addr: "y"}}
+	steps := []struct {
+		a, b string
+		want uint64
+	}{
+		{client.StateAlive, client.StateFailed, 0},
+		{client.StateAlive, client.StateFailed, 0},
+		{client.StateAlive, client.StateAlive, 1},
+		{client.StateSuspect, client.StateAlive, 1},
+		{client.StateFailed, client.StateAlive, 1},
+		{client.StateAlive, client.StateAlive, 2},
+	}
+	for i, s := range steps {
+		p.update(recs, []client.Member{{ID: "a", State: s.a}, {ID: "b", State: s.b}})
+		if got := p.returned(); got != s.want {
+			t.Fatalf("step %d: returned %d, want %d", i, got, s.want)
+		}
+	}
 }

@@ -49,16 +49,29 @@ type VSDRecord struct {
 	Size     int64
 	Replicas int
 	Created  time.Time
+	// ReadOnly (field "readonly" = "1"): the VSD's content is final (an
+	// uploaded image). Any number of nodes open it at once, without a
+	// claim and without fencing, and writes are refused (EPERM). Set it
+	// only once the writer has flushed and closed the VSD.
+	ReadOnly bool
 }
+
+// ReadOnlyField is the "vsd/NAME" field that marks a VSD read-only when
+// "1" ("" or "0": writable).
+const ReadOnlyField = "readonly"
 
 // Fields encodes the record as state register fields (plain strings).
 func (r VSDRecord) Fields() map[string]string {
-	return map[string]string{
+	f := map[string]string{
 		"id":       r.ID.String(),
 		"size":     strconv.FormatInt(r.Size, 10),
 		"replicas": strconv.Itoa(r.Replicas),
 		"created":  r.Created.UTC().Format(time.RFC3339),
 	}
+	if r.ReadOnly {
+		f[ReadOnlyField] = "1"
+	}
+	return f
 }
 
 // ParseVSD decodes a "vsd/NAME" record.
@@ -80,6 +93,13 @@ func ParseVSD(rec client.StateRecord) (VSDRecord, error) {
 		return VSDRecord{}, fmt.Errorf("%w: %s: replicas %q", ErrBadRecord, rec.Key, rec.Fields["replicas"].Value)
 	}
 	r.Created, _ = time.Parse(time.RFC3339, rec.Fields["created"].Value)
+	switch ro := rec.Fields[ReadOnlyField].Value; ro {
+	case "1":
+		r.ReadOnly = true
+	case "", "0":
+	default:
+		return VSDRecord{}, fmt.Errorf("%w: %s: %s %q: want 1 or nothing", ErrBadRecord, rec.Key, ReadOnlyField, ro)
+	}
 	return r, nil
 }
 

@@ -87,10 +87,23 @@ func TestRecordsRoundTrip(t *testing.T) {
 	if err != nil || !cmp.Equal(got, v) {
 		t.Errorf("ParseVSD(Fields) = %+v, %v; want %+v", got, err, v)
 	}
+	ro := v
+	ro.ReadOnly = true
+	if got, err := ParseVSD(record("vsd/v1", ro.Fields())); err != nil || !got.ReadOnly {
+		t.Errorf("ParseVSD(read-only Fields) = %+v, %v; want read-only", got, err)
+	}
+	for _, writable := range []string{"", "0"} {
+		f := v.Fields()
+		f[ReadOnlyField] = writable
+		if got, err := ParseVSD(record("vsd/v1", f)); err != nil || got.ReadOnly {
+			t.Errorf("ParseVSD(readonly=%q) = %+v, %v; want writable", writable, got, err)
+		}
+	}
 	for _, bad := range []map[string]string{
 		{"id": "xx", "size": "4096", "replicas": "2"},
 		{"id": v.ID.String(), "size": "-1", "replicas": "2"},
 		{"id": v.ID.String(), "size": "4096", "replicas": "7"},
+		{"id": v.ID.String(), "size": "4096", "replicas": "2", "readonly": "yes"},
 	} {
 		if _, err := ParseVSD(record("vsd/v1", bad)); err == nil {
 			t.Errorf("ParseVSD(%v) succeeded", bad)

@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
 	"github.com/shoal-hci/shoal/scribe/internal/disks"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 	"github.com/shoal-hci/shoal/scribe/internal/nbd"
 )
 
@@ -43,6 +44,7 @@ type storage struct {
 	clusterID string
 	creds     *peer.NodeTLS
 	disks     []*disks.Disk
+	reg       *genreg.Dir // the generation register (also the fence epochs)
 	pool      *pool
 	addr      string // advertised chunk service address
 	published map[string]string
@@ -96,6 +98,9 @@ func (s *Scribe) Run(ctx context.Context) error {
 				if err := d.Close(); err != nil {
 					log.Error("close data disk", "disk", d.Path, "err", err)
 				}
+			}
+			if err := st.reg.Close(); err != nil {
+				log.Error("close the generation register", "err", err)
 			}
 		}
 	}()
@@ -231,10 +236,23 @@ func (s *Scribe) startStorage(ctx, chunkCtx context.Context, wg *sync.WaitGroup)
 	for i, d := range ds {
 		stores[i] = d.Store
 	}
+	reg, err := genreg.Open(filepath.Join(s.cfg.StateDir, "register"))
+	if err != nil {
+		for _, d := range ds {
+			d.Close()
+		}
+		return nil, err
+	}
+	local := chunksvc.Local(stores).WithRegister(reg)
+	// The stores keep their allocation fence in memory: restore it from
+	// the epochs the register kept, before serving anyone.
+	if err := local.FenceFromRegister(ctx); err != nil {
+		log.Error("restore the VSD fences from the generation register", "err", err)
+	}
 	st := &storage{
-		nodeID: creds.NodeID, clusterID: creds.ClusterID, creds: creds, disks: ds, reclaimed: map[string]bool{},
+		nodeID: creds.NodeID, clusterID: creds.ClusterID, creds: creds, disks: ds, reg: reg, reclaimed: map[string]bool{},
 		pool: &pool{
-			self: creds.NodeID, local: chunksvc.Local(stores), localDisks: ds,
+			self: creds.NodeID, local: local, localDisks: ds,
 			tls: creds.ClientTLS(), dialTimeout: s.cfg.DialTimeout, now: s.cfg.Now,
 			conns: map[string]*conn{},
 		},
@@ -243,11 +261,14 @@ func (s *Scribe) startStorage(ctx, chunkCtx context.Context, wg *sync.WaitGroup)
 		for _, d := range ds {
 			d.Close()
 		}
+		reg.Close()
 		return nil, err
 	}
-	if len(ds) > 0 {
+	// Every node serves the chunk service, a node without disks (a
+	// witness) for the generation register only.
+	{
 		srv, err := chunksvc.NewServer(chunksvc.ServerConfig{
-			Stores: stores, TLS: creds.ServerTLS(), Authorize: creds.Verify, Log: log.With("part", "chunksvc"),
+			Stores: stores, Register: reg, TLS: creds.ServerTLS(), Authorize: creds.Verify, Log: log.With("part", "chunksvc"),
 		})
 		if err != nil {
 			return fail(err)
@@ -274,8 +295,9 @@ func (s *Scribe) startStorage(ctx, chunkCtx context.Context, wg *sync.WaitGroup)
 			}
 		}()
 		log.Info("chunk service up", "listen", ln.Addr().String(), "advertise", st.addr, "disks", len(ds))
-	} else {
-		log.Warn("no data disks: this node stores no chunks (a witness, or disks to add)")
+	}
+	if len(ds) == 0 {
+		log.Warn("no data disks: this node stores no chunks, only the generation register (a witness, or disks to add)")
 	}
 	if err := s.publishNode(ctx, st); err != nil {
 		log.Warn("publish this node's scribe record (will retry)", "err", err)

@@ -1,7 +1,9 @@
 package scribe_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"github.com/shoal-hci/shoal/peer/client"
 	"github.com/shoal-hci/shoal/peer/peertest"
 	"github.com/shoal-hci/shoal/scribe"
+	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/nbd"
 	"github.com/shoal-hci/shoal/scribe/internal/patterncheck"
 )
@@ -171,6 +174,104 @@ func TestDaemon(t *testing.T) {
 	nodes := newCluster(t)
 	t.Run("ReplicaDownAndStaleOwner", func(t *testing.T) { replicaDownAndStaleOwner(t, nodes) })
 	t.Run("ExportsAndRemoval", func(t *testing.T) { exportsAndRemoval(t, nodes) })
+	t.Run("ReadOnlyImage", func(t *testing.T) { readOnlyImage(t, nodes) })
+	t.Run("OwnerDownFailover", func(t *testing.T) { ownerDownFailover(t, nodes) })
+}
+
+// ownerDownFailover: the scribe of the node that owns a VSD (and holds
+// replicas of it) stops; another node opens the VSD at once and reads
+// every acknowledged write: no drop beyond the survivors' copies was
+// registered, so they are current although they name the stopped node.
+func ownerDownFailover(t *testing.T, nodes []*node) {
+	createVSD(t, nodes[0].peer.Client, "f", 16<<20, 2)
+	c0 := dial(t, nodes[0], "f")
+	const blocks = 128 // of 64 KiB: 8 MiB over 8 extents
+	ck, err := patterncheck.New(patterncheck.Config{BlockSize: 64 << 10, Blocks: blocks, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSome(t, ck, c0, 0, blocks)
+	nodes[0].stop(t)
+	defer nodes[0].start(t)
+	c1 := dial(t, nodes[1], "f")
+	if err := ck.Verify(c1); err != nil {
+		t.Fatalf("read on the new owner with the old owner's scribe down: %v", err)
+	}
+	writeSome(t, ck, c1, 0, blocks/2)
+	if err := ck.Verify(c1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node 1 owns f with degraded extents", func() (bool, string) {
+		rec, err := nodes[1].peer.Client.GetState(t.Context(), scribe.VSDStatusPrefix+"f")
+		if err != nil {
+			return false, err.Error()
+		}
+		st := scribe.ParseVSDStatus(rec)
+		return st.Owner == nodes[1].peer.ID() && st.Degraded > 0 && st.Unavailable == 0, fmt.Sprintf("%+v", st)
+	})
+}
+
+// readOnlyImage: a VSD written through node 0, closed, then marked
+// read-only (as `shoal image upload` does) is served by every node at
+// once, without a claim: reads return the data, writes get EPERM.
+func readOnlyImage(t *testing.T, nodes []*node) {
+	pc := nodes[0].peer.Client
+	createVSD(t, pc, "img", 8<<20, 2)
+	w := dial(t, nodes[0], "img")
+	data := make([]byte, 3<<20)
+	for i := range data {
+		data[i] = byte(i/4096 + i)
+	}
+	if err := w.WriteAt(data, 1<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	waitFor(t, "img closed on node 0", func() (bool, string) {
+		rec, err := pc.GetState(t.Context(), scribe.VSDStatusPrefix+"img")
+		if err != nil {
+			return false, err.Error()
+		}
+		st := scribe.ParseVSDStatus(rec)
+		return st.Owner == "", fmt.Sprintf("%+v", st)
+	})
+	before, err := pc.GetClaim(t.Context(), scribe.ClaimResource("img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.PutState(t.Context(), scribe.VSDPrefix+"img", map[string]string{scribe.ReadOnlyField: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "img read-only on node 2", func() (bool, string) {
+		rec, err := nodes[2].peer.Client.GetState(t.Context(), scribe.VSDPrefix+"img")
+		if err != nil {
+			return false, err.Error()
+		}
+		v, err := scribe.ParseVSD(rec)
+		return err == nil && v.ReadOnly, fmt.Sprintf("%+v %v", v, err)
+	})
+	var readers []*nbd.Client
+	for _, n := range nodes {
+		readers = append(readers, dial(t, n, "img"))
+	}
+	got := make([]byte, len(data))
+	for i, r := range readers {
+		if err := r.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("reader on node %d: err %v, equal %v", i, err, bytes.Equal(got, data))
+		}
+		if err := r.WriteAt(make([]byte, 4096), 0, false); !nbd.IsRemote(err, 1) { // EPERM
+			t.Fatalf("write on node %d's read-only export: %v, want EPERM", i, err)
+		}
+	}
+	after, err := pc.GetClaim(t.Context(), scribe.ClaimResource("img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Epoch != before.Epoch || after.Holder != before.Holder {
+		t.Fatalf("claim moved from %+v to %+v: read-only opens must not claim", before, after)
+	}
 }
 
 // replicaDownAndStaleOwner: a VSD written through node 0's NBD socket
@@ -294,4 +395,36 @@ func exportsAndRemoval(t *testing.T, nodes []*node) {
 		n, why := used()
 		return n == base, why
 	})
+	collected := func(id chunkstore.ID) func() (bool, string) {
+		return func() (bool, string) {
+			_, err := pc.GetState(t.Context(), scribe.DeletedKey(id))
+			return errors.Is(err, client.ErrStateNotFound), fmt.Sprintf("vsd-deleted record: %v", err)
+		}
+	}
+	waitFor(t, "the vsd-deleted record collected once every node freed it", collected(rec.ID))
+
+	// Removed while open: removal wins. The open VSD refuses I/O (EPERM),
+	// its chunks are freed once its client is gone, and the record is
+	// collected.
+	recB := createVSD(t, nodes[0].peer.Client, "b", 8<<20, 2)
+	cb := dial(t, nodes[1], "b")
+	if err := cb.WriteAt(make([]byte, 4096), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.PutState(t.Context(), scribe.DeletedKey(recB.ID), map[string]string{"name": "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.DeleteState(t.Context(), scribe.VSDPrefix+"b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "I/O on the removed open VSD refused", func() (bool, string) {
+		err := cb.WriteAt(make([]byte, 4096), 0, false)
+		return nbd.IsRemote(err, 1), fmt.Sprintf("write: %v", err) // EPERM
+	})
+	cb.Close()
+	waitFor(t, "every chunk of the VSD removed while open freed", func() (bool, string) {
+		n, why := used()
+		return n == base, why
+	})
+	waitFor(t, "its vsd-deleted record collected", collected(recB.ID))
 }

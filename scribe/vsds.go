@@ -20,12 +20,19 @@ const statusRepublish = 30 * time.Second
 // openVSD is a VSD this node serves, shared by its NBD sessions.
 type openVSD struct {
 	rec   VSDRecord
-	epoch uint64
-	vol   volume
-	refs  int
+	epoch uint64 // 0 when opened read-only
+	// readOnly: opened without a claim or fence (rec.ReadOnly); its
+	// status is not published and no claim is checked after a fence.
+	readOnly bool
+	vol      volume
+	refs     int
 	// stale: after a fence, the claim had moved on; I/O is refused.
 	stale atomic.Bool
-	last  VSDStatus // last published
+	// removed: `shoal vsd rm` removed it while open; I/O is refused.
+	removed atomic.Bool
+	last    VSDStatus // last published
+	// rescanned: the pool's returned() count at the last Rescan.
+	rescanned uint64
 	// fencedLogged: the take-over by a newer epoch was logged.
 	fencedLogged bool
 }
@@ -48,9 +55,13 @@ func (s *Scribe) List(ctx context.Context) ([]string, error) {
 // Resolve implements nbd.Resolver: it opens VSD name for writing on this
 // node, claiming it (the next epoch of the claim "vsd/NAME") unless it is
 // already open here. Sessions share one open Volume; the last to end
-// flushes and closes it.
+// flushes and closes it. NAME@incoming is a deferred export for the
+// destination of a live migration (incoming.go).
 func (s *Scribe) Resolve(ctx context.Context, name string) (nbd.Backend, nbd.ExportOptions, func(), error) {
 	var none nbd.ExportOptions
+	if base, ok := incomingName(name); ok {
+		return s.resolveIncoming(ctx, base) // see incoming.go
+	}
 	if ValidName(name) != nil {
 		return nil, none, nil, nbd.ErrUnknownExport
 	}
@@ -66,10 +77,19 @@ func (s *Scribe) Resolve(ctx context.Context, name string) (nbd.Backend, nbd.Exp
 		if o, err = s.openVSD(ctx, st, name); err != nil {
 			return nil, none, nil, err
 		}
+		o.rescanned = st.pool.returned()
 		s.open[name] = o
 		s.publishStatus(ctx, st, name, o, true)
 	}
 	o.refs++
+	opts := nbd.ExportOptions{MultiConn: true}
+	var g nbd.Backend = guarded{volume: o.vol, fenced: &s.fenced, stale: &o.stale, removed: &o.removed}
+	if o.readOnly {
+		opts.ReadOnly = true
+		// Its content never changes: reads go on while the node is
+		// fenced.
+		g = guarded{volume: o.vol, fenced: new(atomic.Bool), stale: &o.stale, removed: &o.removed}
+	}
 	var once bool
 	release := func() {
 		s.vmu.Lock()
@@ -80,7 +100,7 @@ func (s *Scribe) Resolve(ctx context.Context, name string) (nbd.Backend, nbd.Exp
 		once = true
 		s.release(name, o)
 	}
-	return guarded{volume: o.vol, fenced: &s.fenced, stale: &o.stale}, nbd.ExportOptions{MultiConn: true}, release, nil
+	return g, opts, release, nil
 }
 
 func (s *Scribe) openVSD(ctx context.Context, st *storage, name string) (*openVSD, error) {
@@ -98,6 +118,9 @@ func (s *Scribe) openVSD(ctx context.Context, st *storage, name string) (*openVS
 	// The other nodes' records may be newer than the last refresh.
 	if err := s.refreshPool(ctx, st); err != nil {
 		return nil, fmt.Errorf("open vsd %s: %w", name, err)
+	}
+	if vsd.ReadOnly {
+		return s.openReadOnly(ctx, st, vsd)
 	}
 	if err := s.checkTakeOver(ctx, st, name); err != nil {
 		return nil, err
@@ -117,8 +140,57 @@ func (s *Scribe) openVSD(ctx context.Context, st *storage, name string) (*openVS
 	if err != nil {
 		return nil, fmt.Errorf("open vsd %s at epoch %d: %w", name, cl.Epoch, err)
 	}
+	if err := s.checkNotRemoved(ctx, vsd); err != nil {
+		vol.Close()
+		return nil, err
+	}
 	s.cfg.Log.Info("vsd opened", "vsd", name, "epoch", cl.Epoch, "size", vsd.Size, "replicas", vsd.Replicas)
 	return &openVSD{rec: vsd, epoch: cl.Epoch, vol: vol}, nil
+}
+
+// openReadOnly opens a read-only VSD (an image): no claim, no fence, so
+// any number of nodes read it at once.
+func (s *Scribe) openReadOnly(ctx context.Context, st *storage, vsd VSDRecord) (*openVSD, error) {
+	cfg := replvol.DefaultConfig()
+	cfg.VSD, cfg.Size, cfg.Replicas, cfg.ReadOnly = vsd.ID, vsd.Size, vsd.Replicas, true
+	cfg.Pool, cfg.LocalNode = st.pool, st.nodeID
+	cfg.Log = s.cfg.Log.With("vsd", vsd.Name, "read_only", true)
+	if s.cfg.ReplicaTimeout > 0 {
+		cfg.Timeout = s.cfg.ReplicaTimeout
+	}
+	vol, err := replvol.Open(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open read-only vsd %s: %w", vsd.Name, err)
+	}
+	if err := s.checkNotRemoved(ctx, vsd); err != nil {
+		vol.Close()
+		return nil, err
+	}
+	s.cfg.Log.Info("vsd opened read-only", "vsd", vsd.Name, "size", vsd.Size)
+	return &openVSD{rec: vsd, vol: vol, readOnly: true}, nil
+}
+
+// checkNotRemoved fails when vsd was removed while this node opened it
+// (`shoal vsd rm` won the race: its record is gone or replaced, or its
+// vsd-deleted/ record exists). Removal wins over any open; one that
+// happens later is caught by reclaim.
+func (s *Scribe) checkNotRemoved(ctx context.Context, vsd VSDRecord) error {
+	rec, err := s.peer.GetState(ctx, VSDPrefix+vsd.Name)
+	switch {
+	case errors.Is(err, client.ErrStateNotFound):
+		return fmt.Errorf("vsd %s was removed while it was being opened: %w", vsd.Name, nbd.ErrUnknownExport)
+	case err != nil:
+		return fmt.Errorf("open vsd %s: re-read its record: %w", vsd.Name, err)
+	}
+	if now, err := ParseVSD(rec); err != nil || now.ID != vsd.ID {
+		return fmt.Errorf("vsd %s was removed (and maybe created again) while it was being opened: open it again", vsd.Name)
+	}
+	if _, err := s.peer.GetState(ctx, DeletedKey(vsd.ID)); err == nil {
+		return fmt.Errorf("vsd %s was removed while it was being opened: %w", vsd.Name, nbd.ErrUnknownExport)
+	} else if !errors.Is(err, client.ErrStateNotFound) {
+		return fmt.Errorf("open vsd %s: check whether it was removed: %w", vsd.Name, err)
+	}
+	return nil
 }
 
 // checkTakeOver refuses to open a VSD that another node which is up has
@@ -198,6 +270,9 @@ func (s *Scribe) statusOf(st *storage, o *openVSD) VSDStatus {
 // publishStatus writes o's status when it changed, or when force is set,
 // or when the last one is old (s.vmu held).
 func (s *Scribe) publishStatus(ctx context.Context, st *storage, name string, o *openVSD, force bool) {
+	if o.readOnly {
+		return // readers own nothing; many nodes may have it open
+	}
 	cur := s.statusOf(st, o)
 	prev := o.last
 	prev.Updated = cur.Updated
@@ -220,6 +295,9 @@ func (s *Scribe) publishStatus(ctx context.Context, st *storage, name string, o 
 // publishClosed records that this node no longer serves the VSD, unless
 // another node has taken it over since (a higher epoch in the record).
 func (s *Scribe) publishClosed(ctx context.Context, name string, o *openVSD) {
+	if o.readOnly {
+		return
+	}
 	if s.takenOver(ctx, name, o) {
 		return
 	}
@@ -248,7 +326,8 @@ func (s *Scribe) takenOver(ctx context.Context, name string, o *openVSD) bool {
 	return false
 }
 
-// publishStatuses publishes the status of every open VSD that changed.
+// publishStatuses publishes the status of every open VSD that changed,
+// after rescanning those with unavailable extents when a node came back.
 func (s *Scribe) publishStatuses(ctx context.Context) {
 	st := s.storage()
 	if st == nil {
@@ -256,7 +335,13 @@ func (s *Scribe) publishStatuses(ctx context.Context) {
 	}
 	s.vmu.Lock()
 	defer s.vmu.Unlock()
+	back := st.pool.returned()
 	for name, o := range s.open {
+		if o.rescanned != back && len(o.vol.Status().Unavailable) > 0 {
+			o.rescanned = back
+			left, err := o.vol.Rescan(ctx)
+			s.cfg.Log.Info("vsd rescanned after a node came back", "vsd", name, "unavailable", left, "err", err)
+		}
 		s.publishStatus(ctx, st, name, o, false)
 	}
 }

@@ -40,16 +40,25 @@ type result struct {
 // Dial connects to the chunk service at addr with tlsCfg (which holds
 // this node's client certificate and the cluster CA).
 func Dial(ctx context.Context, addr string, tlsCfg *tls.Config) (*Client, error) {
-	d := tls.Dialer{Config: tlsCfg}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial chunk service %s: %w: %w", addr, ErrUnreachable, err)
 	}
-	if tc, ok := conn.(*tls.Conn); ok {
-		if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
-			tcp.SetNoDelay(true)
-		}
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		tcp.SetNoDelay(true)
 	}
+	if tlsCfg.ServerName == "" {
+		tlsCfg = tlsCfg.Clone()
+		tlsCfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(newBatchConn(raw), tlsCfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("dial chunk service %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	startBatching(tc)
+	var conn net.Conn = tc
 	c := &Client{conn: conn, addr: addr, w: bufio.NewWriterSize(conn, 256<<10), pending: map[uint64]chan result{}, done: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
@@ -132,7 +141,9 @@ func (c *Client) call(ctx context.Context, req request, data []byte) ([]byte, er
 		_, err = c.w.Write(data)
 	}
 	if err == nil && c.waiting.Load() == 0 {
-		err = c.w.Flush()
+		if err = c.w.Flush(); err == nil {
+			err = flushUnder(c.conn)
+		}
 	}
 	c.wmu.Unlock()
 	if err != nil {

@@ -8,7 +8,12 @@
 // op, flags, request ID, disk, VSD, extent, epoch, stamp, offset, count)
 // followed by the data of a write; a response is a 16-byte header (length,
 // status, request ID) followed by read data, an encoded list or an error
-// message. Requests are pipelined: the client sends without waiting and
+// message. Besides chunk operations the service serves the node's
+// generation register (package genreg): a register read (which fences the
+// VSD's register at the request's epoch; epoch 0 reads without fencing)
+// and a register put (entries as data), which owners use to make replica
+// drops durable on a majority before acknowledging a write. Requests are
+// pipelined: the client sends without waiting and
 // matches responses by ID, which may arrive in any order. Sizes are
 // bounded (MaxData per request, maxResponse per response).
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
 
 // LocalReplica serves chunk operations from this node's own stores,
@@ -13,6 +14,7 @@ import (
 type LocalReplica struct {
 	stores []*chunkstore.Store
 	byID   map[chunkstore.ID]*chunkstore.Store
+	reg    *genreg.Dir // nil: no register (RegisterGet/Put fail)
 }
 
 // Local returns a LocalReplica over stores (this node's disks).
@@ -81,6 +83,13 @@ func (l *LocalReplica) SetStamp(ctx context.Context, disk chunkstore.ID, key chu
 // Fence raises every chunk of vsd on every disk to epoch (see
 // chunkstore.Store.Fence).
 func (l *LocalReplica) Fence(ctx context.Context, vsd chunkstore.ID, epoch uint64) error {
+	if l.reg != nil {
+		// The register keeps the epoch durably: a restarted node
+		// re-fences its stores from it (see FenceFromRegister).
+		if err := l.reg.Fence(ctx, vsd, epoch); err != nil {
+			return err
+		}
+	}
 	var errs []error
 	for _, s := range l.stores {
 		errs = append(errs, s.Fence(ctx, vsd, epoch))
@@ -154,6 +163,8 @@ func (l *LocalReplica) handle(ctx context.Context, r request, data []byte) ([]by
 	case opStat:
 		ds, err := l.Stat(ctx)
 		return encodeStats(ds), err
+	case opRegGet, opRegPut:
+		return l.handleRegister(ctx, r, data)
 	}
 	return nil, fmt.Errorf("op %d: %w", r.op, ErrProtocol)
 }

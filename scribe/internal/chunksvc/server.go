@@ -14,12 +14,18 @@ import (
 	"sync/atomic"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
-	// Stores are this node's disks. Required (at least one).
+	// Stores are this node's disks. Required (at least one) unless
+	// Register is set (a witness serves only the register).
 	Stores []*chunkstore.Store
+	// Register is this node's generation register (package genreg), which
+	// owners write before acknowledging a degraded write. Zero value: none
+	// (register requests fail; owners then cannot drop replicas here).
+	Register *genreg.Dir
 	// TLS is the server's TLS configuration; it must require and verify
 	// client certificates (tls.RequireAndVerifyClientCert). Required.
 	TLS *tls.Config
@@ -37,7 +43,7 @@ type ServerConfig struct {
 // Validate reports a configuration a Server cannot run with.
 func (c ServerConfig) Validate() error {
 	switch {
-	case len(c.Stores) == 0:
+	case len(c.Stores) == 0 && c.Register == nil:
 		return errors.New("chunk service config: no stores")
 	case c.TLS == nil:
 		return errors.New("chunk service config: TLS is nil")
@@ -66,7 +72,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 128
 	}
-	return &Server{cfg: cfg, local: Local(cfg.Stores)}, nil
+	return &Server{cfg: cfg, local: Local(cfg.Stores).WithRegister(cfg.Register)}, nil
 }
 
 // Serve accepts connections on ln until ctx is cancelled (then it closes
@@ -120,11 +126,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // serveConn authenticates and serves one connection until it fails.
 func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	log := s.cfg.Log.With("peer", raw.RemoteAddr().String())
-	tc := tls.Server(raw, s.cfg.TLS)
+	tc := tls.Server(newBatchConn(raw), s.cfg.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		log.Warn("chunk service TLS handshake", "err", err)
 		return
 	}
+	startBatching(tc)
 	if s.cfg.Authorize != nil {
 		certs := tc.ConnectionState().PeerCertificates
 		if len(certs) == 0 {
@@ -147,8 +154,23 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 	sc := &serverConn{conn: conn, w: bufio.NewWriterSize(conn, 256<<10)}
 	r := bufio.NewReaderSize(conn, 256<<10)
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
+	// Requests go to an idle handler, or a new one: handlers live as long
+	// as the connection, so the stacks the write path grows are reused.
+	type job struct {
+		req  request
+		data []byte
+	}
+	jobs := make(chan job)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer close(jobs)
+	serve := func(j job) {
+		body, err := s.local.handle(ctx, j.req, j.data)
+		if err := sc.reply(j.req.id, body, err); err != nil {
+			conn.Close()
+		}
+		<-sem
+	}
 	hdr := make([]byte, reqHeaderSize)
 	for {
 		if _, err := io.ReadFull(r, hdr); err != nil {
@@ -174,15 +196,19 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 		case <-ctx.Done():
 			return
 		}
+		select {
+		case jobs <- job{req, data}:
+			continue
+		default:
+		}
 		wg.Add(1)
-		go func() {
+		go func(first job) {
 			defer wg.Done()
-			defer func() { <-sem }()
-			body, err := s.local.handle(ctx, req, data)
-			if err := sc.reply(req.id, body, err); err != nil {
-				conn.Close()
+			serve(first)
+			for j := range jobs {
+				serve(j)
 			}
-		}()
+		}(job{req, data})
 	}
 }
 
@@ -214,7 +240,10 @@ func (c *serverConn) reply(id uint64, body []byte, err error) error {
 		return err
 	}
 	if c.waiting.Load() == 0 {
-		return c.w.Flush()
+		if err := c.w.Flush(); err != nil {
+			return err
+		}
+		return flushUnder(c.conn)
 	}
 	return nil
 }

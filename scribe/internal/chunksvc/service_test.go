@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 	"github.com/shoal-hci/shoal/scribe/internal/loopcluster"
 )
 
@@ -108,6 +109,9 @@ func TestErrorsKeepTheirIdentity(t *testing.T) {
 	if err := cl.Write(ctx, disk, key, 5, chunkstore.Stamp{}, 0, []byte("x"), false); err != nil {
 		t.Fatal(err)
 	}
+	if err := cl.Fence(ctx, key.VSD, 5); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		err  error
@@ -118,6 +122,8 @@ func TestErrorsKeepTheirIdentity(t *testing.T) {
 		{"unknown disk", cl.Read(ctx, chunkstore.ID{0xee}, key, 0, make([]byte, 1)), chunksvc.ErrNoDisk},
 		{"outside the chunk", cl.Read(ctx, disk, key, 1<<20-10, make([]byte, 20)), chunkstore.ErrRange},
 		{"beyond the wire bound", cl.Write(ctx, disk, key, 5, chunkstore.Stamp{}, chunksvc.MaxData+1, []byte("z"), false), chunkstore.ErrRange},
+		{"register at an older epoch", cl.RegisterPut(ctx, key.VSD, 4, []genreg.Entry{{Extent: 1, Gen: 9}}), chunkstore.ErrStaleEpoch},
+		{"register read at an older epoch", func() error { _, err := cl.RegisterGet(ctx, key.VSD, 4); return err }(), chunkstore.ErrStaleEpoch},
 	}
 	for _, tt := range tests {
 		if !errors.Is(tt.err, tt.want) {
@@ -225,4 +231,39 @@ func hugeWrite() []byte {
 	b[4], b[5], b[6], b[7] = 0xff, 0xff, 0xff, 0x7f // length
 	b[124], b[125], b[126], b[127] = 0xff, 0xff, 0xff, 0x7f
 	return b
+}
+
+// TestRegisterOverTheWire: entries put through a Client are what the
+// node's register holds, batches merge per extent (higher generation
+// wins), and a read fences the register.
+func TestRegisterOverTheWire(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := context.Background()
+	cl := dial(t, c, "node1")
+	vsd := chunkstore.ID{3}
+	m := [3]chunkstore.ID{{0xd1}, {0xd2}}
+	batches := [][]genreg.Entry{
+		{{Extent: 1, Gen: 1<<32 + 1, Members: m}, {Extent: 2, Gen: 1<<32 + 1, Members: m}},
+		{{Extent: 1, Gen: 1<<32 + 2, Members: [3]chunkstore.ID{{0xd1}}}, {Extent: 2, Gen: 1 << 32, Members: m}},
+	}
+	for _, b := range batches {
+		if err := cl.RegisterPut(ctx, vsd, 1, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []genreg.Entry{batches[1][0], batches[0][1]}
+	got, err := cl.RegisterGet(ctx, vsd, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("over the wire (-want +got):\n%s", diff)
+	}
+	local, err := c.Register("node1").Read(ctx, vsd, 2)
+	if err != nil || !cmp.Equal(want, local) {
+		t.Fatalf("the node's register holds %v (err %v), want %v", local, err, want)
+	}
+	if err := cl.RegisterPut(ctx, vsd, 1, batches[0]); !errors.Is(err, chunkstore.ErrStaleEpoch) {
+		t.Fatalf("put at epoch 1 after a read at 2: %v, want ErrStaleEpoch", err)
+	}
 }

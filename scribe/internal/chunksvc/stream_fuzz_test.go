@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
 
 // memDevice is a chunkstore.Device in memory.
@@ -80,10 +81,19 @@ func FuzzServerStream(f *testing.F) {
 	f.Add(encodeReq(request{op: opRead, id: 1, disk: disk, key: key, off: 0, count: MaxData}, nil))
 	f.Add(append(encodeReq(request{op: opStat, id: 9}, nil), 0xff, 0xff))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	entries := genreg.AppendEntry(nil, genreg.Entry{Extent: 2, Gen: 1<<32 + 1, Members: [3]chunkstore.ID{disk}})
+	f.Add(append(encodeReq(request{op: opRegPut, id: 1, key: key, epoch: 1, count: uint32(len(entries))}, entries),
+		encodeReq(request{op: opRegGet, id: 2, key: key, epoch: 1}, nil)...))
+	f.Add(encodeReq(request{op: opRegPut, id: 1, key: key, epoch: 0, count: 3}, []byte{1, 2, 3}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		store := fuzzStore(t)
 		defer store.Close()
-		srv := &Server{cfg: ServerConfig{MaxInFlight: 4, Log: slog.New(slog.DiscardHandler)}, local: Local([]*chunkstore.Store{store})}
+		reg, err := genreg.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer reg.Close()
+		srv := &Server{cfg: ServerConfig{MaxInFlight: 4, Log: slog.New(slog.DiscardHandler)}, local: Local([]*chunkstore.Store{store}).WithRegister(reg)}
 		client, server := net.Pipe()
 		done := make(chan struct{})
 		go func() {
@@ -97,6 +107,9 @@ func FuzzServerStream(f *testing.F) {
 		<-done
 		if err := store.Check(context.Background()); err != nil {
 			t.Fatalf("store inconsistent after %q: %v", in[:min(len(in), 64)], err)
+		}
+		if err := reg.Check(); err != nil {
+			t.Fatalf("register inconsistent after %q: %v", in[:min(len(in), 64)], err)
 		}
 	})
 }

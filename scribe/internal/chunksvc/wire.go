@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
 
 // Wire bounds.
@@ -33,6 +34,8 @@ const (
 	opSync
 	opChunks
 	opStat
+	opRegGet // read (and fence) the VSD's generation register
+	opRegPut // register entries (data: genreg entries)
 	opLast
 )
 
@@ -117,9 +120,11 @@ func decodeRequest(b []byte) (request, error) {
 		return request{}, fmt.Errorf("unknown flags %#x: %w", r.flags, ErrProtocol)
 	case r.count > MaxData || r.off > MaxData:
 		return request{}, fmt.Errorf("offset %d, count %d beyond %d: %w", r.off, r.count, MaxData, ErrProtocol)
-	case r.op == opWrite && r.length != r.count:
+	case (r.op == opWrite || r.op == opRegPut) && r.length != r.count:
 		return request{}, fmt.Errorf("write of %d bytes carries %d: %w", r.count, r.length, ErrProtocol)
-	case r.op != opWrite && r.length != 0:
+	case r.op == opRegPut && r.length%genreg.EntrySize != 0:
+		return request{}, fmt.Errorf("register put of %d bytes, not whole entries: %w", r.length, ErrProtocol)
+	case r.op != opWrite && r.op != opRegPut && r.length != 0:
 		return request{}, fmt.Errorf("op %d carries %d bytes of data: %w", r.op, r.length, ErrProtocol)
 	}
 	return r, nil

@@ -6,6 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
 
 func sampleRequests() []request {
@@ -21,6 +22,8 @@ func sampleRequests() []request {
 		{op: opSync, id: 7},
 		{op: opChunks, id: 8, key: chunkstore.ChunkKey{VSD: key.VSD}},
 		{op: opStat, id: 9},
+		{op: opRegGet, id: 10, key: chunkstore.ChunkKey{VSD: key.VSD}, epoch: 9},
+		{op: opRegPut, id: 11, key: chunkstore.ChunkKey{VSD: key.VSD}, epoch: 9, count: 2 * genreg.EntrySize, length: 2 * genreg.EntrySize},
 	}
 }
 
@@ -48,6 +51,10 @@ func TestRequestBoundsRefused(t *testing.T) {
 		"length mismatch":  func(r *request) { r.length = 9 },
 		"data on a read":   func(r *request) { r.op = opRead },
 		"unknown flag bit": func(r *request) { r.flags = 0x80 },
+		"register part entry": func(r *request) {
+			r.op, r.count, r.length = opRegPut, genreg.EntrySize+1, genreg.EntrySize+1
+		},
+		"register get with data": func(r *request) { r.op, r.count, r.length = opRegGet, 8, 8 },
 	}
 	for name, mutate := range tests {
 		r := base
@@ -94,7 +101,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if r.count > MaxData || r.off > MaxData || (r.op == opWrite && r.length != r.count) || (r.op != opWrite && r.length != 0) {
+		carries := r.op == opWrite || r.op == opRegPut
+		if r.count > MaxData || r.off > MaxData || (carries && r.length != r.count) || (!carries && r.length != 0) ||
+			(r.op == opRegPut && r.length%genreg.EntrySize != 0) {
 			t.Fatalf("decoded out of bounds: %+v", r)
 		}
 		again := make([]byte, reqHeaderSize)
@@ -110,6 +119,7 @@ func FuzzDecodeRequest(f *testing.F) {
 func FuzzDecodeChunks(f *testing.F) {
 	f.Add(encodeChunks([]Chunk{{Disk: chunkstore.ID{1}, ChunkInfo: chunkstore.ChunkInfo{Written: make([]byte, 32)}}}))
 	f.Add(encodeStats([]DiskStat{{ID: chunkstore.ID{1}, ChunkSize: 1 << 20}}))
+	f.Add(genreg.AppendEntry(nil, genreg.Entry{Extent: 3, Gen: 1 << 32, Members: [3]chunkstore.ID{{1}}}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if cs, err := decodeChunks(b); err == nil {
@@ -118,6 +128,15 @@ func FuzzDecodeChunks(f *testing.F) {
 			}
 		}
 		decodeStats(b)
+		if es, err := genreg.DecodeEntries(b); err == nil {
+			var again []byte
+			for _, e := range es {
+				again = genreg.AppendEntry(again, e)
+			}
+			if !cmp.Equal(again, b) && len(b) > 0 {
+				t.Fatalf("register entries re-encode differently")
+			}
+		}
 	})
 }
 

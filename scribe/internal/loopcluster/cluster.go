@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 	"github.com/shoal-hci/shoal/scribe/internal/replvol"
 )
 
@@ -44,6 +45,7 @@ type Node struct {
 	addr  string
 
 	// Guarded by Cluster.mu.
+	reg    *genreg.Dir // the node's generation register, in Dir/ID-register
 	stores []*chunkstore.Store
 	local  *chunksvc.LocalReplica
 	up     bool
@@ -153,6 +155,10 @@ func (c *Cluster) Start(id string) error {
 	if n.up {
 		return nil
 	}
+	reg, err := genreg.Open(filepath.Join(c.cfg.Dir, n.ID+"-register"))
+	if err != nil {
+		return err
+	}
 	var stores []*chunkstore.Store
 	for _, p := range n.paths {
 		dev, err := chunkstore.OpenFile(p, chunkstore.FileOptions{Direct: c.cfg.Direct})
@@ -176,8 +182,9 @@ func (c *Cluster) Start(id string) error {
 	}
 	n.addr = ln.Addr().String()
 	srv, err := chunksvc.NewServer(chunksvc.ServerConfig{
-		Stores: stores,
-		TLS:    c.ca.ServerTLS(n.cert),
+		Stores:   stores,
+		Register: reg,
+		TLS:      c.ca.ServerTLS(n.cert),
 		Authorize: func(cert *x509.Certificate) (string, error) {
 			return cert.Subject.CommonName, nil
 		},
@@ -188,7 +195,13 @@ func (c *Cluster) Start(id string) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n.stores, n.local, n.up, n.cancel, n.done = stores, chunksvc.Local(stores), true, cancel, make(chan error, 1)
+	local := chunksvc.Local(stores).WithRegister(reg)
+	if err := local.FenceFromRegister(ctx); err != nil {
+		cancel()
+		ln.Close()
+		return err
+	}
+	n.stores, n.reg, n.local, n.up, n.cancel, n.done = stores, reg, local, true, cancel, make(chan error, 1)
 	go func() { n.done <- srv.Serve(ctx, ln) }()
 	return nil
 }
@@ -210,7 +223,8 @@ func (c *Cluster) Stop(id string) error {
 	for _, s := range n.stores {
 		s.Close()
 	}
-	n.up, n.stores, n.local = false, nil, nil
+	n.reg.Close()
+	n.up, n.stores, n.local, n.reg = false, nil, nil, nil
 	c.peers.Forget(id)
 	return err
 }
@@ -224,6 +238,11 @@ func (c *Cluster) Check(ctx context.Context) error {
 		for _, s := range n.stores {
 			if err := s.Check(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", n.ID, err))
+			}
+		}
+		if n.reg != nil {
+			if err := n.reg.Check(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: register: %w", n.ID, err))
 			}
 		}
 	}
@@ -271,6 +290,20 @@ func (p *Pool) Cut(node string, cut bool) {
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
 	p.cut[node] = cut
+}
+
+// Nodes implements replvol.Pool: every node, up or down.
+func (p *Pool) Nodes() []string { return p.c.Nodes() }
+
+// Register returns node's generation register (nil while it is down).
+func (c *Cluster) Register(id string) *genreg.Dir {
+	n, err := c.node(id)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return n.reg
 }
 
 // Disks implements replvol.Pool: every disk, up or down.

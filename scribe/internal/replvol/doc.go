@@ -14,20 +14,31 @@
 //
 // Stale replicas. Every chunk header carries a stamp (generation,
 // members) written by the owner. While all replicas of an extent answer,
-// the stamp does not change. When a replica fails a request, the owner,
-// before acknowledging anything that replica missed, drops it from the
-// extent, bumps the generation and stamps the survivors durably with the
-// new generation and the survivors as members. A dropped replica is never
-// written, read or trusted again by this Volume (healing, the next step,
-// will rebuild it), and after the failure of a node every extent it held
-// is dropped the same way in the background, so a later Open does not
-// depend on it. Open trusts, per extent, the copies at the highest
-// generation found, and only if every member they name is reachable and
-// holds that generation: a member that is unreachable might hold a newer
-// generation, so the extent is unavailable (EIO) rather than possibly
-// stale; a member that is reachable but holds no chunk means the extent
-// was freed after the others went stale, so it reads as zeroes. Copies
-// below the newest generation are stale and never served.
+// the stamp does not change (no extra I/O). When a replica fails a
+// request, the owner, before acknowledging anything that replica missed,
+// drops it from the extent: it records the extent's new generation and
+// surviving members in the generation register (package genreg) of a
+// majority of the pool's nodes (Pool.Nodes, witnesses included), then
+// stamps the survivors durably. Register writes of concurrent drops share
+// one request per node (group commit), so a node failure that drops
+// thousands of extents costs a few register writes. A dropped replica is
+// never written, read or trusted again by this Volume (healing, the next
+// step, will rebuild it), and after the failure of a node every extent it
+// held is dropped the same way in the background.
+//
+// Open reads the register from a majority (fencing it at Config.Epoch)
+// besides the chunk lists, and decides per extent (resolve.go): when the
+// register holds a newer generation than any reachable copy and a member
+// it names is unreachable, that member may hold newer data, so the extent
+// is unavailable (EIO); otherwise no drop beyond the newest copies was
+// ever acknowledged, so they are current even when a member they name is
+// unreachable (the failover of an owner whose node held replicas): the
+// unreachable member is dropped by the first write or by the sweep Open
+// starts. A reachable member without any chunk freed the extent after the
+// others went stale: it reads as zeroes. Copies below the newest
+// generation are stale and never served. A new placement of an extent
+// whose older copies this Volume saw is registered too; a first placement
+// is not (it costs nothing).
 //
 // Owners: Open fences the VSD at Config.Epoch on every reachable node
 // (chunkstore.Store.Fence) before reading the chunk lists, so an older
@@ -36,7 +47,10 @@
 //
 // Invariants:
 //   - A write is acknowledged only when every replica it was not written
-//     to has been dropped and the survivors' stamps say so durably.
+//     to has been dropped: the drop registered on a majority of nodes, and
+//     the survivors' stamps saying so durably.
+//   - Generations registered or stamped for an extent only grow (a retry
+//     takes the next one).
 //   - A new extent needs at least min(Replicas, 2, nodes in the pool)
 //     reachable nodes; Open needs fewer unreachable nodes than that. So
 //     every extent with data has a reachable copy (current or stale) at
@@ -52,13 +66,19 @@
 // Rescan repeats Open's fence and scan for the extents left unavailable,
 // once the nodes they name are back.
 //
+// ReadOnly Volumes (read-only VSDs) fence nothing, read the register
+// without fencing it, never drop, restamp or register, and refuse writes.
+//
 // Caveats: healing (re-mirroring dropped replicas, freeing stale copies)
-// is not done here: Status lists the degraded extents as its queue.
-// Opening while a node that holds current replicas is down makes the
-// extents naming it unavailable until it returns, unless the previous
-// owner already dropped it (or Rescan runs after it returns). A write in
-// flight when an owner crashed may have reached some replicas only; until
-// healing resynchronises them, reads of that block may alternate between
-// old and new content. Pool.Disks must list the disks of members
-// that are down, or Open cannot count them.
+// is not done here: Status lists the degraded extents as its queue. An
+// extent whose only current copy is on a node that is down stays
+// unavailable until it returns (Rescan). A drop needs a majority of the
+// pool's nodes: an owner that reaches fewer fails its degraded writes
+// (ErrNoMajority, EIO); a two-node pool without a witness cannot drop at
+// all. A write in flight when an owner crashed may have reached some
+// replicas only; until healing resynchronises them, reads of that block
+// may alternate between old and new content. Pool.Disks and Pool.Nodes
+// must list members that are down, or Open cannot count them. See
+// docs/scribe.md "Failover" for the one case (two owner crashes in the
+// middle of whole-extent trims) the register does not cover.
 package replvol

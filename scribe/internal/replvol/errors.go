@@ -13,6 +13,11 @@ var (
 	// ErrFenced: a newer owner (higher epoch) holds the VSD; this Volume
 	// can no longer write (the client sees EPERM).
 	ErrFenced = errors.New("a newer owner holds the VSD")
+	// ErrNoMajority: a replica failed and its drop could not be recorded
+	// in the generation register of a majority of the pool's nodes, so the
+	// request fails (EIO) rather than be acknowledged on fewer replicas.
+	// Bring nodes back.
+	ErrNoMajority = errors.New("too few nodes reachable to record a replica drop")
 	// ErrClosed: the Volume was closed.
 	ErrClosed = errors.New("volume is closed")
 )

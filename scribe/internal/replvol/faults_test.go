@@ -79,8 +79,9 @@ func TestChecksumFailureServedFromOtherReplicaAndRepaired(t *testing.T) {
 }
 
 // TestNodeCutOff: the owner cannot reach one node, then two; new extents
-// go to the reachable nodes, need two of them, and writes to existing
-// extents go on degraded.
+// go to the reachable nodes and need two of them; a degraded write needs
+// the drop registered on a majority of nodes (refused while the owner
+// reaches only itself), then goes on.
 func TestNodeCutOff(t *testing.T) {
 	c := newCluster(t, 3)
 	ctx := context.Background()
@@ -99,6 +100,13 @@ func TestNodeCutOff(t *testing.T) {
 		}
 	}
 	pool.Cut("node2", true)
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{0x22}, 4096), 0, true); !errors.Is(err, replvol.ErrNoMajority) {
+		t.Fatalf("degraded write reaching only the owner: %v, want ErrNoMajority", err)
+	}
+	if err := v.WriteAt(ctx, block, 20*mib, false); !errors.Is(err, nbd.ErrNoSpace) {
+		t.Fatalf("new extent with one node reachable: %v, want ErrNoSpace", err)
+	}
+	pool.Cut("node3", false)
 	if err := v.WriteAt(ctx, bytes.Repeat([]byte{0x22}, 4096), 0, true); err != nil {
 		t.Fatalf("degraded write: %v", err)
 	}
@@ -109,12 +117,8 @@ func TestNodeCutOff(t *testing.T) {
 	if st := v.Status(); len(st.Degraded) != 8 {
 		t.Fatalf("status with node2 cut off: %d degraded extents, want 8", len(st.Degraded))
 	}
-	if err := v.WriteAt(ctx, block, 20*mib, false); !errors.Is(err, nbd.ErrNoSpace) {
-		t.Fatalf("new extent with one node reachable: %v, want ErrNoSpace", err)
-	}
 	v.Close()
 	pool.Cut("node2", false)
-	pool.Cut("node3", false)
 	v2 := open(t, c.Pool("node2"), 2, "node2")
 	got := make([]byte, 4096)
 	if err := v2.ReadAt(ctx, got, 0); err != nil || got[0] != 0x22 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 	"github.com/shoal-hci/shoal/scribe/internal/nbd"
 	"github.com/shoal-hci/shoal/scribe/internal/placement"
 )
@@ -75,6 +76,9 @@ func fenced(err error) error {
 // placed first when create is set, else left alone. Replicas that fail
 // are dropped (see drop) before modify returns.
 func (v *Volume) modify(ctx context.Context, e uint64, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error) error {
+	if v.cfg.ReadOnly {
+		return fmt.Errorf("extent %d: %w: the VSD is read-only", e, nbd.ErrReadOnly)
+	}
 	get := v.peek
 	if create {
 		get = v.get
@@ -169,16 +173,27 @@ func (v *Volume) place(ctx context.Context, e uint64, ex *extent) error {
 	if len(good) < v.minNodes {
 		return fmt.Errorf("place extent %d: %d of the %d nodes needed are reachable with free space: %w", e, len(good), v.minNodes, nbd.ErrNoSpace)
 	}
-	ex.replicas, ex.gen, ex.present = good, v.nextGen(ex.gen), true
+	gen := v.nextGen(max(ex.gen, ex.regGen))
+	if ex.gen > 0 || ex.regGen > 0 || len(ex.missing) > 0 {
+		// Re-placing an extent whose older copies may linger: register
+		// the new generation, so no later owner trusts those copies when
+		// a new replica is unreachable (a first placement costs nothing).
+		ex.regGen = gen // reserved even if registering fails
+		if err := v.register(ctx, []genreg.Entry{entryOf(e, gen, good)}); err != nil {
+			return fmt.Errorf("place extent %d: %w", e, err)
+		}
+	}
+	ex.replicas, ex.gen, ex.present = good, gen, true
 	ex.bmu.Lock()
 	ex.written = make([]byte, v.chunk/chunkstore.BlockSize/8)
 	ex.bmu.Unlock()
 	return nil
 }
 
-// drop removes failed replicas from extent e: the survivors get a new
-// generation naming only them, durably, before drop returns. cause is the
-// failure, for the log.
+// drop removes failed replicas from extent e: the new generation naming
+// only the survivors is recorded in the generation register of a majority
+// of nodes, then stamped on the survivors durably, before drop returns.
+// cause is the failure, for the log.
 func (v *Volume) drop(ctx context.Context, e uint64, ex *extent, failed []loc, cause error) error {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
@@ -198,8 +213,14 @@ func (v *Volume) drop(ctx context.Context, e uint64, ex *extent, failed []loc, c
 			ex.missing = append(ex.missing, gone...)
 			return fmt.Errorf("extent %d: no replica left: %w: %w", e, ErrUnavailable, cause)
 		}
-		next := &extent{gen: v.nextGen(ex.gen), replicas: survivors}
+		next := &extent{gen: v.nextGen(max(ex.gen, ex.regGen)), replicas: survivors}
 		st := next.stamp()
+		// Reserve the generation even if registering fails: the entry may
+		// still land, and a retry must take a newer one.
+		ex.regGen = next.gen
+		if err := v.register(ctx, []genreg.Entry{entryOf(e, next.gen, survivors)}); err != nil {
+			return fmt.Errorf("drop %d replicas of extent %d: %w (after: %w)", len(gone), e, err, cause)
+		}
 		errs := v.fanout(ctx, survivors, func(ctx context.Context, r Replica, l loc) error {
 			return r.SetStamp(ctx, l.disk, v.key(e), v.cfg.Epoch, st, true)
 		})
@@ -260,7 +281,12 @@ func (v *Volume) reachable(node string) bool {
 	return !ok || c.Err() == nil
 }
 
-// dropNode drops node's replicas from every extent.
+// dropParallel bounds the extents dropNode works on at once; their
+// register writes share batches.
+const dropParallel = 32
+
+// dropNode drops node's replicas from every extent, many extents at once
+// (their register writes are batched).
 func (v *Volume) dropNode(ctx context.Context, node string) error {
 	v.mu.Lock()
 	var es []uint64
@@ -269,10 +295,15 @@ func (v *Volume) dropNode(ctx context.Context, node string) error {
 	}
 	v.mu.Unlock()
 	slices.Sort(es)
-	var errs []error
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, dropParallel)
+	)
 	for _, e := range es {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			break
 		}
 		v.mu.Lock()
 		ex := v.extents[e]
@@ -285,11 +316,24 @@ func (v *Volume) dropNode(ctx context.Context, node string) error {
 			}
 		}
 		ex.mu.RUnlock()
-		if len(on) > 0 {
-			if err := v.drop(ctx, e, ex, on, fmt.Errorf("node %s failed", node)); err != nil {
-				errs = append(errs, err)
-			}
+		if len(on) == 0 {
+			continue
 		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := v.drop(ctx, e, ex, on, fmt.Errorf("node %s failed", node)); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	return errors.Join(errs...)
 }
@@ -412,6 +456,9 @@ func (v *Volume) readPiece(ctx context.Context, e uint64, off int64, p []byte) e
 // repair rewrites the blocks covering [off, off+n) of extent e on the bad
 // replicas with the data of good.
 func (v *Volume) repair(ctx context.Context, e uint64, ex *extent, good loc, bad []loc, off, n int64) {
+	if v.cfg.ReadOnly {
+		return // a reader rewrites nothing: the bad blocks stay until healed
+	}
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
 	a := off / chunkstore.BlockSize * chunkstore.BlockSize

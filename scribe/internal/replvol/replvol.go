@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
 
 // Disk is a data disk of the pool.
@@ -33,6 +34,8 @@ type Replica interface {
 	Sync(ctx context.Context) error
 	Chunks(ctx context.Context, vsd chunkstore.ID) ([]chunksvc.Chunk, error)
 	Stat(ctx context.Context) ([]chunksvc.DiskStat, error)
+	RegisterGet(ctx context.Context, vsd chunkstore.ID, epoch uint64) ([]genreg.Entry, error)
+	RegisterPut(ctx context.Context, vsd chunkstore.ID, epoch uint64, es []genreg.Entry) error
 }
 
 var (
@@ -45,6 +48,10 @@ type Pool interface {
 	// Disks lists every data disk of every member, including members
 	// that are down (Replica fails for them): Open counts them.
 	Disks() []Disk
+	// Nodes lists every node with a chunk service, with or without
+	// disks (witnesses), up or down: the generation register is written
+	// to and read from a majority of them.
+	Nodes() []string
 	// Replica returns the chunk stores of node; it fails when the node
 	// is unreachable. It is called for every request and should be
 	// cheap (keep connections; dial again after a Client's Err).
@@ -68,6 +75,11 @@ type Config struct {
 	// LocalNode is this node's ID: reads prefer its replicas.
 	// Zero value: no preference.
 	LocalNode string
+	// ReadOnly opens the VSD for reading only: no fence, no register
+	// write, no drop, no restamp (any number of readers at once, with
+	// Epoch 0); writes fail with nbd.ErrReadOnly. The same rules decide
+	// which copies are current. Zero value: read-write.
+	ReadOnly bool
 	// Timeout bounds each request to a replica; a replica that does not
 	// answer in time is dropped from the extent. Zero value: 10 s.
 	Timeout time.Duration

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
+	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 	"github.com/shoal-hci/shoal/scribe/internal/nbd"
 )
 
@@ -27,9 +28,10 @@ type extent struct {
 	// Guarded by mu.
 	present     bool // the extent has chunks on replicas
 	gen         uint64
-	replicas    []loc // up to date
-	missing     []loc // dropped or stale: never served, never reused
-	unavailable bool  // no trusted copy reachable
+	replicas    []loc  // up to date
+	missing     []loc  // dropped or stale: never served, never reused
+	unavailable bool   // no trusted copy reachable
+	regGen      uint64 // highest generation registered for it (genreg)
 
 	bmu     sync.Mutex
 	written []byte // one bit per block, as the replicas' chunk headers
@@ -56,6 +58,7 @@ type Volume struct {
 	extents map[uint64]*extent
 	written map[string]bool // nodes written to: Flush syncs them
 	dropped map[string]bool // nodes being or already swept
+	reg     registrar       // batches generation register writes
 
 	sweeps sync.WaitGroup
 	stop   context.CancelFunc
@@ -78,10 +81,18 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	for e, fs := range sc.copies {
-		v.extents[e] = v.resolve(e, fs, sc.diskReachable)
+	for _, e := range sc.extents() {
+		v.extents[e] = v.resolve(e, sc.copies[e], sc.regs[e], sc.diskReachable)
 	}
 	v.bg, v.stop = context.WithCancel(context.Background())
+	// Extents still naming an unreachable node as a member are served by
+	// their reachable replicas; drop that node from them now (registered
+	// on a majority, then stamped), so no later owner depends on it.
+	for _, n := range sc.unreachable {
+		if !cfg.ReadOnly {
+			v.sweep(n)
+		}
+	}
 	return v, nil
 }
 
@@ -94,12 +105,31 @@ type found struct {
 // scanned is what scan found.
 type scanned struct {
 	copies        map[uint64][]found
+	regs          map[uint64]genreg.Entry // newest registered per extent
+	unreachable   []string                // nodes with disks not reachable
 	diskReachable func(chunkstore.ID) bool
 }
 
-// scan fences the VSD on every reachable node and lists its chunks there.
-// It fails when a node has seen a newer epoch or too many nodes are
-// unreachable. The first scan also learns the chunk size.
+// extents lists every extent with a copy or a register entry.
+func (sc scanned) extents() []uint64 {
+	var es []uint64
+	for e := range sc.copies {
+		es = append(es, e)
+	}
+	for e := range sc.regs {
+		if _, ok := sc.copies[e]; !ok {
+			es = append(es, e)
+		}
+	}
+	slices.Sort(es)
+	return es
+}
+
+// scan fences the VSD on every reachable node, lists its chunks there and
+// reads the generation register of every node (fencing it too). It fails
+// when a node has seen a newer epoch, too many nodes with disks are
+// unreachable, or fewer than a majority of the pool's nodes answered the
+// register read. The first scan also learns the chunk size.
 func (v *Volume) scan(ctx context.Context) (scanned, error) {
 	cfg := v.cfg
 	known := map[chunkstore.ID]string{} // disk → node
@@ -113,11 +143,19 @@ func (v *Volume) scan(ctx context.Context) (scanned, error) {
 			nodes = append(nodes, d.Node)
 		}
 	}
+	diskNodes := slices.Clone(nodes)
+	for _, n := range cfg.Pool.Nodes() {
+		if !slices.Contains(nodes, n) {
+			nodes = append(nodes, n)
+		}
+	}
 	sort.Strings(nodes)
 	if v.minNodes == 0 {
-		v.minNodes = min(cfg.Replicas, 2, max(len(nodes), 1))
+		v.minNodes = min(cfg.Replicas, 2, max(len(diskNodes), 1))
 	}
 	copies := map[uint64][]found{}
+	regs := map[uint64]genreg.Entry{}
+	regNodes := 0
 	reachable := map[string]bool{}
 	var unreachable []string
 	chunk := v.chunk
@@ -125,7 +163,7 @@ func (v *Volume) scan(ctx context.Context) (scanned, error) {
 		r, err := cfg.Pool.Replica(node)
 		var cs []chunksvc.Chunk
 		var stats []chunksvc.DiskStat
-		if err == nil {
+		if err == nil && !cfg.ReadOnly {
 			err = v.do(ctx, func(ctx context.Context) error { return r.Fence(ctx, cfg.VSD, cfg.Epoch) })
 			if errors.Is(err, chunkstore.ErrStaleEpoch) {
 				return scanned{}, fmt.Errorf("open VSD %s at epoch %d: node %s: %w: %w", cfg.VSD, cfg.Epoch, node, ErrFenced, err)
@@ -137,9 +175,32 @@ func (v *Volume) scan(ctx context.Context) (scanned, error) {
 		if err == nil {
 			err = v.do(ctx, func(ctx context.Context) (err error) { cs, err = r.Chunks(ctx, cfg.VSD); return err })
 		}
+		if err == nil {
+			var es []genreg.Entry
+			regEpoch := cfg.Epoch
+			if cfg.ReadOnly {
+				regEpoch = 0 // read without fencing
+			}
+			rerr := v.do(ctx, func(ctx context.Context) (err error) { es, err = r.RegisterGet(ctx, cfg.VSD, regEpoch); return err })
+			switch {
+			case errors.Is(rerr, chunkstore.ErrStaleEpoch):
+				return scanned{}, fmt.Errorf("open VSD %s at epoch %d: node %s: %w: %w", cfg.VSD, cfg.Epoch, node, ErrFenced, rerr)
+			case rerr != nil:
+				cfg.Log.Warn("replicated vsd: generation register unreadable", "vsd", cfg.VSD, "node", node, "err", rerr)
+			default:
+				regNodes++
+				for _, e := range es {
+					if e.Gen > regs[e.Extent].Gen {
+						regs[e.Extent] = e
+					}
+				}
+			}
+		}
 		if err != nil {
 			cfg.Log.Warn("replicated vsd: node unreachable while scanning", "vsd", cfg.VSD, "node", node, "err", err)
-			unreachable = append(unreachable, node)
+			if slices.Contains(diskNodes, node) {
+				unreachable = append(unreachable, node)
+			}
 			continue
 		}
 		reachable[node] = true
@@ -158,70 +219,13 @@ func (v *Volume) scan(ctx context.Context) (scanned, error) {
 	if len(unreachable) >= v.minNodes {
 		return scanned{}, fmt.Errorf("open VSD %s: nodes %v unreachable, at most %d may be: %w", cfg.VSD, unreachable, v.minNodes-1, ErrTooFewNodes)
 	}
+	if need := len(nodes)/2 + 1; regNodes < need {
+		return scanned{}, fmt.Errorf("open VSD %s: the generation register answered on %d of %d nodes, %d needed: %w", cfg.VSD, regNodes, len(nodes), need, ErrTooFewNodes)
+	}
 	if v.chunk == 0 {
 		v.chunk = cmp.Or(chunk, chunkstore.DefaultChunkSize)
 	}
-	return scanned{copies: copies, diskReachable: func(d chunkstore.ID) bool { n, ok := known[d]; return ok && reachable[n] }}, nil
-}
-
-// resolve decides what the copies fs of extent e found by a scan are
-// worth (see doc.go): the extent's replicas, stale copies, or unavailable.
-func (v *Volume) resolve(e uint64, fs []found, diskReachable func(chunkstore.ID) bool) *extent {
-	ex := &extent{}
-	var gmax uint64
-	for _, f := range fs {
-		gmax = max(gmax, f.info.Stamp.Gen)
-	}
-	ex.gen = gmax
-	at := map[chunkstore.ID]found{}
-	var members []chunkstore.ID
-	for _, f := range fs {
-		if f.info.Stamp.Gen != gmax {
-			continue
-		}
-		at[f.disk] = f
-		for _, m := range f.info.Stamp.Members {
-			if m != (chunkstore.ID{}) && !slices.Contains(members, m) {
-				members = append(members, m)
-			}
-		}
-		if f.info.Stamp.Members == ([chunkstore.MaxMembers]chunkstore.ID{}) && !slices.Contains(members, f.disk) {
-			members = append(members, f.disk) // written without a stamp
-		}
-	}
-	freed := false
-	for _, m := range members {
-		f, ok := at[m]
-		switch {
-		case !diskReachable(m):
-			ex.unavailable = true
-		case !ok:
-			freed = true // reachable member without the newest copy
-		default:
-			ex.replicas = append(ex.replicas, f.loc)
-			if ex.written == nil {
-				ex.written = f.info.Written
-			}
-		}
-	}
-	for _, f := range fs {
-		if !slices.Contains(ex.replicas, f.loc) {
-			ex.missing = append(ex.missing, f.loc)
-		}
-	}
-	switch {
-	case ex.unavailable:
-		ex.replicas = nil
-		v.cfg.Log.Warn("replicated vsd: extent unavailable, a replica naming it is unreachable", "vsd", v.cfg.VSD, "extent", e)
-	case freed:
-		// The extent was freed on a member after these copies went
-		// stale: every copy is stale, the extent is a hole.
-		ex.missing = append(ex.missing, ex.replicas...)
-		ex.replicas, ex.written = nil, nil
-	default:
-		ex.present = len(ex.replicas) > 0
-	}
-	return ex
+	return scanned{copies: copies, regs: regs, unreachable: unreachable, diskReachable: func(d chunkstore.ID) bool { n, ok := known[d]; return ok && reachable[n] }}, nil
 }
 
 // Rescan looks again at the extents that are unavailable (their newest
@@ -244,9 +248,10 @@ func (v *Volume) Rescan(ctx context.Context) (int, error) {
 	for e, ex := range exs {
 		ex.mu.Lock()
 		if ex.unavailable {
-			if fs := sc.copies[e]; len(fs) > 0 {
-				if got := v.resolve(e, fs, sc.diskReachable); !got.unavailable {
+			if fs, reg := sc.copies[e], sc.regs[e]; len(fs) > 0 || reg.Gen > 0 {
+				if got := v.resolve(e, fs, reg, sc.diskReachable); !got.unavailable {
 					ex.present, ex.unavailable, ex.gen, ex.replicas, ex.missing = got.present, false, got.gen, got.replicas, got.missing
+					ex.regGen = max(ex.regGen, got.regGen)
 					ex.bmu.Lock()
 					ex.written = got.written
 					ex.bmu.Unlock()
