@@ -66,8 +66,11 @@ qa: ## every qa scenario (root)
 	$(GO) test -tags qa -count=1 -timeout 60m -v ./qa/...
 
 .PHONY: bench
-bench: ## benchmarks; each prints its figures next to its baseline
+bench: ## benchmarks; each prints its figures next to its baseline (the VM figures need root)
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+	@if [ "$$(id -u)" = 0 ]; then \
+		$(GO) test -tags qa -count=1 -timeout 20m -run '^$$' -bench VM -benchtime 1x ./qa/; \
+	else echo "make bench: the VM figures (qa BenchmarkVM) need root; skipped"; fi
 
 .PHONY: demo
 demo: ## boot three appliance images in QEMU; they form a cluster by themselves (root; make demo-down)

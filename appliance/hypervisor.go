@@ -22,6 +22,7 @@ func Hypervisor(ctx context.Context, env *verb.Env, args []string) error {
 	fs.StringVar(&cfg.Accel, "accel", "", "kvm or tcg (default: probed when the first VM starts)")
 	fs.StringVar(&cfg.Bridge, "bridge", "", "bridge the NICs of network \"default\" join as taps (default: QEMU user-mode networking)")
 	fs.DurationVar(&cfg.StopGrace, "stop-grace", cfg.StopGrace, "how long a stop waits for the guest to power off before QEMU quits")
+	fs.StringVar(&cfg.ConsoleListen, "console-listen", cfg.ConsoleListen, "serve this node's VM consoles to other members here (mutual TLS; \"\": not at all)")
 	if err := env.Parse(fs, args); err != nil {
 		return err
 	}
@@ -33,6 +34,7 @@ func Hypervisor(ctx context.Context, env *verb.Env, args []string) error {
 		return err
 	}
 	cfg.NodeID = id
+	cfg.DataDir = *dataDir
 	cfg.Log = env.Log
 
 	return runDaemon(ctx, env, func(ready func()) (daemonRunner, error) {

@@ -25,6 +25,7 @@ type vmInfo struct {
 	CPUs         int                         `json:"cpus"`
 	MemoryMiB    int                         `json:"memory_mib"`
 	Disks        []hypervisor.VMDisk         `json:"disks"`
+	CDROM        string                      `json:"cdrom,omitempty"`
 	NICs         []hypervisor.VMNIC          `json:"nics"`
 	AntiAffinity string                      `json:"anti_affinity,omitempty"`
 	Boot         hypervisor.Boot             `json:"boot"`
@@ -56,7 +57,7 @@ func decodeVM(r client.StateRecord) (vmInfo, error) {
 		return vmInfo{}, err
 	}
 	in := vmInfo{Name: rec.Name, ID: rec.ID, Desired: string(rec.Desired), CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
-		Disks: rec.Disks, NICs: rec.NICs, AntiAffinity: rec.AntiAffinity, Boot: boot, Node: rec.Node, Epoch: rec.Epoch,
+		Disks: rec.Disks, CDROM: rec.CDROM, NICs: rec.NICs, AntiAffinity: rec.AntiAffinity, Boot: boot, Node: rec.Node, Epoch: rec.Epoch,
 		Status: rec.Status, StatusDetail: rec.StatusDetail, AgentSeen: f[hypervisor.FieldAgentSeen], Migration: rec.Migration}
 	if in.Status == "" {
 		in.Status = "stopped"
@@ -85,7 +86,9 @@ func VMCreate(ctx context.Context, env *verb.Env, args []string) error {
 	cpus := fs.Int("cpus", 1, "vCPUs (1-255)")
 	memory := fs.String("memory", "512M", "RAM: a number of MiB, or with a unit M or G (512M, 2G)")
 	disks := stringList{}
-	fs.Var(&disks, "disk", "vsd:NAME: a scribe VSD as the next disk (repeat; the first boots)")
+	fs.Var(&disks, "disk", "the next disk (repeat; the first boots): SIZE, like 8G (a new VSD NAME-diskN, removed with the VM), vsd:NAME (an existing VSD) or image:NAME (an uploaded raw or qcow2 image, read-only)")
+	iso := fs.String("iso", "", "attach this uploaded image (`shoal image upload`) as a read-only CD-ROM")
+	bootFrom := fs.String("boot", "", "with --iso, what boots first: cdrom or disk (default: cdrom, unless a --disk vsd:NAME is given)")
 	network := fs.String("net", hypervisor.NetworkDefault, "default (the node's LAN side) or none")
 	kernel := fs.String("kernel", "", "boot this kernel directly: an absolute path present on every node (test guests, until `shoal image upload`)")
 	initrd := fs.String("initrd", "", "initrd for --kernel (absolute path on every node)")
@@ -107,12 +110,9 @@ func VMCreate(ctx context.Context, env *verb.Env, args []string) error {
 	if *stopped {
 		rec.Desired = hypervisor.DesiredStopped
 	}
-	for _, d := range disks {
-		vsd, ok := strings.CutPrefix(d, "vsd:")
-		if !ok || vsd == "" {
-			return verb.Usagef("--disk %q: give vsd:NAME (create the VSD first: `shoal vsd create NAME --size 4G`)", d)
-		}
-		rec.Disks = append(rec.Disks, hypervisor.VMDisk{VSD: vsd})
+	newDisks, err := parseDiskFlags(name, disks, &rec)
+	if err != nil {
+		return err
 	}
 	switch *network {
 	case hypervisor.NetworkDefault:
@@ -121,7 +121,11 @@ func VMCreate(ctx context.Context, env *verb.Env, args []string) error {
 	default:
 		return verb.Usagef("--net %q: give default or none", *network)
 	}
-	boot := hypervisor.Boot{Kernel: *kernel, Initrd: *initrd, Append: *appendArgs}
+	boot := hypervisor.Boot{Kernel: *kernel, Initrd: *initrd, Append: *appendArgs, From: *bootFrom}
+	rec.CDROM = *iso
+	if err := setBootFrom(&rec, &boot); err != nil {
+		return err
+	}
 	if err := boot.Validate(); err != nil {
 		return verb.Usagef("%v", err)
 	}
@@ -133,8 +137,8 @@ func VMCreate(ctx context.Context, env *verb.Env, args []string) error {
 			return fmt.Errorf("boot file: %w (it must exist at the same path on every node)", err)
 		}
 	}
-	if boot.Kernel == "" && len(rec.Disks) == 0 {
-		return verb.Usagef("vm %s has nothing to boot: give --disk vsd:NAME or --kernel PATH", name)
+	if boot.Kernel == "" && len(rec.Disks) == 0 && rec.CDROM == "" {
+		return verb.Usagef("vm %s has nothing to boot: give --disk, --iso or --kernel PATH", name)
 	}
 	fields := rec.DesiredFields()
 	if _, err := hypervisor.ParseVMRecord(hypervisor.RecordPrefix+name, fields); err != nil {
@@ -149,7 +153,15 @@ func VMCreate(ctx context.Context, env *verb.Env, args []string) error {
 	} else if !errors.Is(err, client.ErrStateNotFound) {
 		return err
 	}
+	if err := checkVMMedia(ctx, c, &rec, newDisks); err != nil {
+		return err
+	}
+	fields[hypervisor.FieldDisks] = rec.DesiredFields()[hypervisor.FieldDisks] // image formats
+	if err := createVMDisks(ctx, env, c, *fs.socket, newDisks); err != nil {
+		return err
+	}
 	if _, err := c.PutState(ctx, hypervisor.RecordPrefix+name, fields); err != nil {
+		removeVMDisks(ctx, env, *fs.socket, newDisks, 0)
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "created vm %s (id %s, %s); `shoal vm info %s` shows where it runs\n", name, rec.ID, rec.Desired, name)
@@ -241,7 +253,14 @@ func VMInfo(ctx context.Context, env *verb.Env, args []string) error {
 	row("cpus", fmt.Sprint(v.CPUs))
 	row("memory", fmt.Sprintf("%d MiB", v.MemoryMiB))
 	for i, d := range v.Disks {
-		row(fmt.Sprintf("disk %d", i), "vsd:"+d.VSD)
+		row(fmt.Sprintf("disk %d", i), diskText(d))
+	}
+	if v.CDROM != "" {
+		from := "boots first"
+		if v.Boot.From == hypervisor.BootFromDisk {
+			from = "boots after the disks"
+		}
+		row("cdrom", "image:"+v.CDROM+" ("+from+")")
 	}
 	for i, n := range v.NICs {
 		row(fmt.Sprintf("nic %d", i), n.Network+" "+n.MAC)
@@ -257,7 +276,7 @@ func VMInfo(ctx context.Context, env *verb.Env, args []string) error {
 	row("agent seen", dash(v.AgentSeen))
 	row("guest ips", dash(strings.Join(v.GuestIPs, ", ")))
 	if m := v.Migration; m != nil {
-		row("migration", fmt.Sprintf("to %s: %s, %d of %d bytes", m.To, m.Phase, m.Transferred, m.Total))
+		row("migration", migrationLine(*m))
 	}
 	return tw.Flush()
 }
@@ -360,10 +379,12 @@ func VMRestart(ctx context.Context, env *verb.Env, args []string) error {
 	return nil
 }
 
-// VMRm deletes a stopped VM's record (its disks stay: `shoal vsd rm`).
+// VMRm deletes a stopped VM's record and the disks made with it
+// (`--disk SIZE`) unless --keep-disks; other VSDs and images stay.
 func VMRm(ctx context.Context, env *verb.Env, args []string) error {
 	fs := socketFlag(env, "vm rm")
 	force := fs.Bool("force", false, "remove it even if it runs (its QEMU is killed)")
+	keepDisks := fs.Bool("keep-disks", false, "keep the disks made with the VM (--disk SIZE) as VSDs")
 	if err := fs.parse(env, args, 1); err != nil {
 		return err
 	}
@@ -379,6 +400,6 @@ func VMRm(ctx context.Context, env *verb.Env, args []string) error {
 	if _, err := c.DeleteState(ctx, hypervisor.RecordPrefix+name); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "removed vm %s; its disks remain (`shoal vsd ls`)\n", name)
-	return nil
+	fmt.Fprintf(env.Stdout, "removed vm %s\n", name)
+	return rmOwnedDisks(ctx, env, *fs.socket, v, *keepDisks)
 }

@@ -1,11 +1,8 @@
 package appliance
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/shoal-hci/shoal/appliance/internal/verb"
@@ -41,15 +38,11 @@ func TestVMVerbs(t *testing.T) {
 		{Name: "vm stop", Summary: "s", Run: VMStop},
 		{Name: "vm rm", Summary: "s", Run: VMRm},
 	}
-	tests := []struct {
-		args     []string
-		code     int
-		contains string
-	}{
+	dispatchTable(t, verbs, sock, []verbCase{
 		{[]string{"vm", "create", "web1", "--cpus", "2", "--memory", "1G", "--kernel", kernel, "--append", "console=ttyS0"}, 0, "created vm web1"},
 		{[]string{"vm", "create", "web1", "--kernel", kernel}, verb.ExitError, "exists already"},
 		{[]string{"vm", "create", "web2"}, verb.ExitUsage, "nothing to boot"},
-		{[]string{"vm", "create", "web2", "--disk", "web2-0"}, verb.ExitUsage, "give vsd:NAME"},
+		{[]string{"vm", "create", "web2", "--disk", "web2-0"}, verb.ExitUsage, "vsd:NAME (an existing VSD)"},
 		{[]string{"vm", "create", "web2", "--disk", "vsd:web2-0", "--memory", "lots"}, verb.ExitUsage, "--memory"},
 		{[]string{"vm", "create", "web2", "--disk", "vsd:web2-0", "--net", "wan"}, verb.ExitUsage, "default or none"},
 		{[]string{"vm", "create", "web2", "--disk", "vsd:web2-0", "--cpus", "999"}, verb.ExitUsage, "cpus"},
@@ -68,16 +61,7 @@ func TestVMVerbs(t *testing.T) {
 		{[]string{"vm", "start", "nope"}, verb.ExitError, `no vm named "nope"`},
 		{[]string{"vm", "rm", "web1"}, 0, "removed vm web1"},
 		{[]string{"vm", "rm", "db1"}, 0, "removed vm db1"},
-	}
-	for _, tt := range tests {
-		var out, errb bytes.Buffer
-		args := append(append([]string(nil), tt.args...), "--socket", sock)
-		code := verb.Dispatch(context.Background(), verbs, args, nil, &out, &errb)
-		got := out.String() + errb.String()
-		if code != tt.code || !strings.Contains(got, tt.contains) {
-			t.Errorf("shoal %s: exit %d, output:\n%s\nwant exit %d containing %q", strings.Join(tt.args, " "), code, got, tt.code, tt.contains)
-		}
-	}
+	})
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.recs) != 0 {

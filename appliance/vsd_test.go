@@ -16,8 +16,9 @@ import (
 
 // fakeState serves the state part of the local API from a map.
 type fakeState struct {
-	mu   sync.Mutex
-	recs map[string]map[string]string
+	mu      sync.Mutex
+	recs    map[string]map[string]string
+	members []client.Member // GET /v1/nodes
 }
 
 func (f *fakeState) record(key string) (client.StateRecord, bool) {
@@ -89,6 +90,9 @@ func (f *fakeState) serve(t *testing.T) string {
 		delete(f.recs, req.Key)
 		json.NewEncoder(w).Encode(client.StateWrite{Origin: "n1", Seq: 2})
 	})
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(f.members)
+	})
 	mux.HandleFunc("GET /v1/claim", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(client.ClaimView{Resource: r.URL.Query().Get("resource"), Epoch: 3, Holder: "n2", State: client.ClaimHeld, Confirmed: true})
 	})
@@ -98,6 +102,7 @@ func (f *fakeState) serve(t *testing.T) string {
 func TestVSDVerbs(t *testing.T) {
 	f := &fakeState{recs: map[string]map[string]string{
 		"vsd-status/busy": {"owner": "n2", "epoch": "3", "allocated": "1048576", "degraded": "2", "updated": "2026-01-01T00:00:00Z"},
+		"vsd/img":         {"id": "0123456789abcdef0123456789abcdef", "size": "1048576", "replicas": "2", "readonly": "1"},
 	}}
 	sock := f.serve(t)
 	verbs := []verb.Verb{
@@ -126,6 +131,10 @@ func TestVSDVerbs(t *testing.T) {
 		{[]string{"vsd", "info", "busy"}, 0, "claim:            epoch 3, holder n2 (held)"},
 		{[]string{"vsd", "info", "v1", "--json"}, 0, `"size": 4294967296`},
 		{[]string{"vsd", "info", "nope"}, verb.ExitError, `no VSD named "nope"`},
+		{[]string{"vsd", "info", "img"}, 0, "access:           read-only"},
+		{[]string{"vsd", "info", "img", "--json"}, 0, `"read_only": true`},
+		{[]string{"vsd", "info", "busy"}, 0, "access:           read-write"},
+		{[]string{"vsd", "rm", "img"}, 0, "removed VSD img"},
 		{[]string{"vsd", "resize", "v1", "--size", "2G"}, verb.ExitError, "shrinking to 2G would cut off its data, refused"},
 		{[]string{"vsd", "resize", "v1", "--size", "8G"}, 0, "VSD v1: 4G → 8G"},
 		{[]string{"vsd", "info", "v1"}, 0, "8G (8589934592 bytes)"},
@@ -151,7 +160,7 @@ func TestVSDVerbs(t *testing.T) {
 			left = append(left, k)
 		}
 	}
-	if len(left) != 0 || len(f.recs) != 2 {
-		t.Errorf("records after rm: %v; want only the two vsd-deleted/ records", f.recs)
+	if len(left) != 0 || len(f.recs) != 3 {
+		t.Errorf("records after rm: %v; want only the three vsd-deleted/ records", f.recs)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"time"
+
+	"github.com/shoal-hci/shoal/peer"
 )
 
 // DefaultRuntimeDir holds one directory per VM QEMU process on a node.
@@ -60,6 +62,15 @@ type Config struct {
 	// Interval is the reconcile period (changes of vm/ records and of the
 	// fence also wake the loop at once); 0: 1 s.
 	Interval time.Duration
+	// DataDir is shoal peer's data dir, where the console service finds
+	// this node's cluster credentials (peer.LoadNodeTLS). Needed only
+	// with ConsoleListen.
+	DataDir string
+	// ConsoleListen is where the console service serves the serial
+	// consoles of this node's VMs to other members (mutual TLS, port
+	// ConsolePort); "": no console service (the local CLI still attaches
+	// directly).
+	ConsoleListen string
 	// Ready, if set, is called once the daemon has re-attached to its
 	// VMs and reconciles (systemd READY=1).
 	Ready func()
@@ -69,7 +80,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{RuntimeDir: DefaultRuntimeDir, StopGrace: 60 * time.Second,
 		PeerSocket: DefaultPeerSocket, NBDSocket: DefaultNBDSocket,
-		FailoverWait: DefaultFailoverWait, Interval: time.Second}
+		FailoverWait: DefaultFailoverWait, Interval: time.Second,
+		DataDir: peer.DefaultDataDir, ConsoleListen: DefaultConsoleListen}
 }
 
 // Validate reports what is wrong with c.
@@ -94,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	if c.FailoverWait < 0 || c.Interval < 0 {
 		return fmt.Errorf("%w: FailoverWait %v or Interval %v is negative", ErrBadConfig, c.FailoverWait, c.Interval)
+	}
+	if c.ConsoleListen != "" && c.DataDir == "" {
+		return fmt.Errorf("%w: ConsoleListen %q needs DataDir (the node's cluster credentials)", ErrBadConfig, c.ConsoleListen)
 	}
 	if c.NBDSocket != "" && !filepath.IsAbs(c.NBDSocket) {
 		return fmt.Errorf("%w: NBDSocket %q is not an absolute path", ErrBadConfig, c.NBDSocket)

@@ -27,6 +27,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative failover wait", func(c *Config) { c.FailoverWait = -time.Second }, false},
 		{"relative nbd socket", func(c *Config) { c.NBDSocket = "scribe.sock" }, false},
 		{"zero waits take defaults", func(c *Config) { c.FailoverWait, c.Interval, c.PeerSocket = 0, 0, "" }, true},
+		{"console without data dir", func(c *Config) { c.DataDir = "" }, false},
+		{"no console service", func(c *Config) { c.DataDir, c.ConsoleListen = "", "" }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,6 +49,7 @@ func TestRunReturnsOnCancel(t *testing.T) {
 	cfg.Accel = "tcg"
 	cfg.QEMU = "sh" // any binary: Run only probes and re-attaches here
 	cfg.RuntimeDir = filepath.Join(t.TempDir(), "vm")
+	cfg.ConsoleListen = "" // no console service on the host's port 7950
 	h, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,13 @@ const (
 	FieldStopForce = "stop_force" // desired: "1" makes the next stop skip the ACPI power button
 	FieldAgentSeen = "agent_seen" // status: host time (RFC 3339) of the agent's last heartbeat, at most every AgentReportEvery
 	FieldGuestIPs  = "guest_ips"  // status: JSON ["eth0 10.0.2.15/24", …] as the agent reports them
+	FieldBootFrom  = "boot_from"  // desired: BootFromCDROM or BootFromDisk, "" for the default (CD-ROM first)
+)
+
+// Values of FieldBootFrom: which boots first when a VM has a CD-ROM.
+const (
+	BootFromCDROM = "cdrom"
+	BootFromDisk  = "disk"
 )
 
 // Boot is a VM's direct kernel boot, from the record's kernel, initrd
@@ -26,12 +33,15 @@ type Boot struct {
 	Kernel string `json:"kernel,omitempty"`
 	Initrd string `json:"initrd,omitempty"`
 	Append string `json:"append,omitempty"`
+	// From says what boots first when the VM has a CD-ROM: BootFromCDROM
+	// ("" too) or BootFromDisk.
+	From string `json:"from,omitempty"`
 }
 
 // ParseBoot decodes the boot fields of the record under key: paths must
 // be absolute, and initrd and append need a kernel.
 func ParseBoot(key string, fields map[string]string) (Boot, error) {
-	b := Boot{Kernel: fields[FieldKernel], Initrd: fields[FieldInitrd], Append: fields[FieldAppend]}
+	b := Boot{Kernel: fields[FieldKernel], Initrd: fields[FieldInitrd], Append: fields[FieldAppend], From: fields[FieldBootFrom]}
 	if err := b.Validate(); err != nil {
 		return Boot{}, fmt.Errorf("%w %s: %v", ErrBadRecord, key, err)
 	}
@@ -51,12 +61,15 @@ func (b Boot) Validate() error {
 	if strings.ContainsRune(b.Append, '\n') {
 		return fmt.Errorf("append holds a newline")
 	}
+	if b.From != "" && b.From != BootFromCDROM && b.From != BootFromDisk {
+		return fmt.Errorf("boot_from %q is not %s or %s", b.From, BootFromCDROM, BootFromDisk)
+	}
 	return nil
 }
 
 // Fields encodes b.
 func (b Boot) Fields() map[string]string {
-	return map[string]string{FieldKernel: b.Kernel, FieldInitrd: b.Initrd, FieldAppend: b.Append}
+	return map[string]string{FieldKernel: b.Kernel, FieldInitrd: b.Initrd, FieldAppend: b.Append, FieldBootFrom: b.From}
 }
 
 // MACFor is the MAC address of NIC index of the VM with ID id: the same
@@ -75,7 +88,11 @@ func (h *Hypervisor) spec(r VMRecord, b Boot) qemu.Spec {
 	s := qemu.Spec{ID: r.ID, Name: r.Name, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB,
 		Kernel: b.Kernel, Initrd: b.Initrd, Append: b.Append}
 	for _, d := range r.Disks {
-		s.Disks = append(s.Disks, qemu.Disk{NBDSocket: h.cfg.NBDSocket, NBDExport: d.VSD})
+		s.Disks = append(s.Disks, qemu.Disk{NBDSocket: h.cfg.NBDSocket, NBDExport: d.VSD, Format: d.Format, ReadOnly: d.ReadOnly})
+	}
+	if r.CDROM != "" {
+		s.CDROMDisk = &qemu.Disk{NBDSocket: h.cfg.NBDSocket, NBDExport: r.CDROM, ReadOnly: true}
+		s.DiskFirst = b.From == BootFromDisk
 	}
 	for _, n := range r.NICs {
 		nic := qemu.NIC{Kind: qemu.NICUser, MAC: n.MAC}

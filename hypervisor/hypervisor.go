@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-hci/shoal/hypervisor/internal/qemu"
 	"github.com/shoal-hci/shoal/peer/client"
 )
 
@@ -56,7 +57,12 @@ type Hypervisor struct {
 	failedSince map[string]time.Time // by node ID: first seen failed
 	fenceSince  time.Time            // the fence's Since when last seen
 	quietUntil  time.Time            // no failover before (failoverQuiet)
-	stopWG      sync.WaitGroup
+	// By VM name: the last migrate request carried out as the source,
+	// and the last one an incoming QEMU was started for (migrate.go).
+	migHandled    map[string]string
+	incomingTried map[string]string
+	// stopWG counts the goroutines of stops and migrations.
+	stopWG sync.WaitGroup
 }
 
 // localVM is a VM whose process runs on this node.
@@ -69,7 +75,9 @@ type localVM struct {
 	checked  time.Time // last majority read of the claim
 	// stopping is closed when a stop started by the daemon has ended.
 	stopping chan struct{}
-	seenAt   time.Time // last agent_seen written
+	seenAt   time.Time     // last agent_seen written
+	out      *outMigration // migrating away (migrate.go)
+	in       *inMigration  // an incoming QEMU waiting for the VM (migrate.go)
 }
 
 // New checks cfg and returns a Hypervisor; nothing runs until Run.
@@ -86,7 +94,8 @@ func New(cfg Config) (*Hypervisor, error) {
 func newHypervisor(cfg Config, p peerAPI, r runner, now func() time.Time) *Hypervisor {
 	return &Hypervisor{cfg: cfg, log: cfg.Log, peer: p, run: r, now: now,
 		wake: make(chan struct{}, 1), vms: map[string]*localVM{},
-		retryAt: map[string]time.Time{}, failedSince: map[string]time.Time{}}
+		retryAt: map[string]time.Time{}, failedSince: map[string]time.Time{},
+		migHandled: map[string]string{}, incomingTried: map[string]string{}}
 }
 
 // Run re-attaches to the VMs still running from RuntimeDir, then
@@ -112,6 +121,10 @@ func (h *Hypervisor) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); h.watchFence(ctx) }()
 	go func() { defer wg.Done(); h.watchRecords(ctx) }()
+	if h.cfg.ConsoleListen != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.serveConsoles(ctx) }()
+	}
 	if h.cfg.Ready != nil {
 		h.cfg.Ready()
 	}
@@ -314,6 +327,7 @@ func (h *Hypervisor) reconcile(ctx context.Context) error {
 			continue
 		}
 		switch {
+		case r.Desired == DesiredRunning && h.maybeIncoming(ctx, v, r):
 		case r.Desired == DesiredRunning:
 			h.maybeStart(ctx, v, r)
 		case r.Node == h.cfg.NodeID && r.Status != string(statusStopped):
@@ -349,6 +363,13 @@ func (h *Hypervisor) tend(ctx context.Context, v view, r VMRecord, l *localVM) {
 			h.writeStatus(ctx, v.raw[r.Name], r.Name, map[string]string{FieldNode: "", FieldStatus: string(statusStopped), FieldStatusDetail: "", FieldAgentSeen: "", FieldGuestIPs: ""})
 		default:
 		}
+		return
+	}
+	if l.in != nil {
+		h.tendIncoming(ctx, v, r, l)
+		return
+	}
+	if l.out != nil && h.tendOutgoing(ctx, v, r, l) {
 		return
 	}
 	// The process ended by itself.
@@ -453,6 +474,9 @@ func (h *Hypervisor) tend(ctx context.Context, v view, r VMRecord, l *localVM) {
 		h.writeStatus(ctx, v.raw[r.Name], r.Name, map[string]string{FieldStatus: string(statusCrashed), FieldStatusDetail: "the guest crashed (panic or QEMU internal error); console.log in the VM's runtime dir"})
 		return
 	}
+	if st == qemu.StatusRunning && !l.paused && l.out == nil {
+		h.maybeMigrate(ctx, v, r, l)
+	}
 	f := map[string]string{FieldNode: self, FieldEpoch: strconv.FormatUint(l.epoch, 10), FieldStatus: string(st), FieldStatusDetail: ""}
 	if l.paused {
 		f[FieldStatusDetail] = "paused: this node is fenced"
@@ -460,6 +484,7 @@ func (h *Hypervisor) tend(ctx context.Context, v view, r VMRecord, l *localVM) {
 	a := l.m.Agent()
 	if !a.LastHeartbeat.IsZero() && (a.LastHeartbeat.Sub(l.seenAt) >= AgentReportEvery) {
 		f[FieldAgentSeen] = a.LastHeartbeat.UTC().Format(time.RFC3339Nano)
+		f[FieldGuestBootID], f[FieldGuestUptimeMS] = a.BootID, strconv.FormatInt(a.Uptime.Milliseconds(), 10)
 		l.seenAt = a.LastHeartbeat
 	}
 	ips := make([]string, 0, len(a.IPs))
@@ -523,15 +548,8 @@ func (h *Hypervisor) maybeStart(ctx context.Context, v view, r VMRecord) {
 	}
 	target := self
 	if r.Node != self || !active(r.Status) {
-		var cands []Candidate
-		for id, c := range v.hosts {
-			if id == exclude || !alive(v.members[id]) || v.members[id] == client.StateLeaving || strings.Contains(v.roles[id], "witness") {
-				continue
-			}
-			cands = append(cands, c)
-		}
 		var err error
-		if target, err = Place(r, cands, v.records); err != nil {
+		if target, err = Place(r, candidates(v, exclude), v.records); err != nil {
 			h.log.Debug("no placement", "vm", r.Name, "err", err)
 			return
 		}

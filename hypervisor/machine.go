@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -49,12 +50,19 @@ type machine interface {
 	Agent() agentlink.Status
 	// Close lets go of the process; it keeps running.
 	Close() error
+	// Migrate live-migrates the VM to the incoming QEMU at uri
+	// (qemu.VM.Migrate).
+	Migrate(ctx context.Context, uri string, opts qemu.MigrateOptions) (qemu.MigrationInfo, error)
 }
 
 // runner starts machines and finds those an earlier daemon left.
 type runner interface {
 	Start(ctx context.Context, spec qemu.Spec) (machine, error)
 	Reattach(ctx context.Context) []machine
+	// StartIncoming starts a migration destination for spec listening
+	// on host (port picked by QEMU) and returns the URI the source
+	// migrates to.
+	StartIncoming(ctx context.Context, spec qemu.Spec, host string, postcopy bool) (machine, string, error)
 	// Remove deletes a VM's runtime directory once its process is gone.
 	Remove(id string)
 }
@@ -93,6 +101,24 @@ func (r *qemuRunner) Start(ctx context.Context, spec qemu.Spec) (machine, error)
 		return nil, err
 	}
 	return newQEMUMachine(vm, r.log), nil
+}
+
+func (r *qemuRunner) StartIncoming(ctx context.Context, spec qemu.Spec, host string, postcopy bool) (machine, string, error) {
+	h, err := r.probe(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	vm, err := qemu.Start(ctx, h, filepath.Join(r.cfg.RuntimeDir, spec.ID), spec, qemu.StartOptions{Log: r.log, Incoming: true})
+	if err != nil {
+		return nil, "", err
+	}
+	uri, err := vm.Incoming(ctx, net.JoinHostPort(host, "0"), postcopy)
+	if err != nil {
+		vm.Kill(context.WithoutCancel(ctx))
+		vm.Close()
+		return nil, "", err
+	}
+	return newQEMUMachine(vm, r.log), uri, nil
 }
 
 func (r *qemuRunner) Reattach(ctx context.Context) []machine {

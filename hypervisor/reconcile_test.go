@@ -1,6 +1,7 @@
 package hypervisor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,8 @@ type fakeCluster struct {
 	state   map[string]map[string]string
 	claims  map[string]client.Claim
 	members map[string]string // ID → state
+	// claimErr, if set, fails every Claim (a lost majority).
+	claimErr error
 }
 
 func newFakeCluster(nodes ...string) *fakeCluster {
@@ -96,7 +99,7 @@ func (p fakePeer) Nodes(context.Context) ([]client.Member, error) {
 	defer p.c.mu.Unlock()
 	var ms []client.Member
 	for id, st := range p.c.members {
-		ms = append(ms, client.Member{ID: id, State: st})
+		ms = append(ms, client.Member{ID: id, State: st, Gossip: "127.0.0.1:7946"})
 	}
 	return ms, nil
 }
@@ -105,13 +108,16 @@ func (p fakePeer) Claim(_ context.Context, req client.ClaimRequest) (client.Clai
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
 	cur := p.c.claims[req.Resource]
+	if p.c.claimErr != nil {
+		return client.Claim{}, p.c.claimErr
+	}
 	switch {
 	case req.Epoch == cur.Epoch:
 		return client.Claim{}, &client.ClaimError{Status: http.StatusConflict, Code: client.ClaimErrTaken, Msg: "taken", Claim: &cur}
 	case req.Epoch < cur.Epoch:
 		return client.Claim{}, &client.ClaimError{Status: http.StatusConflict, Code: client.ClaimErrSuperseded, Msg: "superseded"}
 	}
-	c := client.Claim{Resource: req.Resource, Epoch: req.Epoch, Holder: p.self}
+	c := client.Claim{Resource: req.Resource, Epoch: req.Epoch, Holder: cmp.Or(req.Holder, p.self)}
 	p.c.claims[req.Resource] = c
 	return c, nil
 }
@@ -137,8 +143,9 @@ func (p fakePeer) WaitFence(ctx context.Context, _ client.FenceStatus) (client.F
 
 // fakeMachine is a VM process.
 type fakeMachine struct {
-	spec qemu.Spec
-	node string
+	spec  qemu.Spec
+	node  string
+	procs *procs
 
 	mu     sync.Mutex
 	status qemu.Status
@@ -183,6 +190,10 @@ func (m *fakeMachine) Close() error { return nil }
 type procs struct {
 	mu  sync.Mutex
 	all []*fakeMachine
+	// migrateFault makes the next fake migration fail (migrate_test.go).
+	migrateFault string
+	// twice counts the moments a fake migration saw two running copies.
+	twice int
 }
 
 func (p *procs) live(id string) []*fakeMachine {
@@ -208,7 +219,7 @@ type fakeRunner struct {
 }
 
 func (r fakeRunner) Start(_ context.Context, spec qemu.Spec) (machine, error) {
-	m := &fakeMachine{spec: spec, node: r.node, status: qemu.StatusRunning, exited: make(chan struct{}),
+	m := &fakeMachine{spec: spec, node: r.node, procs: r.procs, status: qemu.StatusRunning, exited: make(chan struct{}),
 		agent: agentlink.Status{Connected: true, LastHeartbeat: r.now(), Seq: 1}}
 	r.procs.mu.Lock()
 	r.procs.all = append(r.procs.all, m)
@@ -270,8 +281,8 @@ func (tn *testNodes) round(ids ...string) {
 	}
 	for _, rec := range tn.c.state {
 		if id := rec[FieldID]; id != "" {
-			if n := len(tn.procs.live(id)); n > 1 {
-				tn.t.Fatalf("vm %s runs %d times", id, n)
+			if n := len(tn.procs.running(id)); n > 1 || tn.procs.twice > 0 {
+				tn.t.Fatalf("vm %s runs %d times (during a migration: %d times twice)", id, n, tn.procs.twice)
 			}
 		}
 	}

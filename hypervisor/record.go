@@ -29,7 +29,16 @@ const (
 	FieldEpoch        = "epoch"         // status: claim epoch the VM runs under
 	FieldStatus       = "status"        // status: running | paused | stopped | crashed | migrating
 	FieldStatusDetail = "status_detail" // status: why (crash reason, last error), "" when none
-	FieldMigration    = "migration"     // status: JSON MigrationStatus while migrating, "" otherwise
+	FieldMigration    = "migration"     // status: JSON MigrationStatus of the current or last migration, "" for none
+)
+
+// Fields of a live migration (migrate.go) and of the guest's identity
+// as its agent reports it (a live migration keeps both).
+const (
+	FieldMigrate         = "migrate"          // desired: JSON MigrateRequest, "" for none; the source clears it when done
+	FieldMigrateIncoming = "migrate_incoming" // status of the destination: JSON MigrateIncoming
+	FieldGuestBootID     = "guest_boot_id"    // status: the guest's boot ID (agent hello), with agent_seen
+	FieldGuestUptimeMS   = "guest_uptime_ms"  // status: guest uptime in ms (agent heartbeat), with agent_seen
 )
 
 // Desired is the state the user wants a VM in.
@@ -40,9 +49,17 @@ const (
 	DesiredStopped Desired = "stopped"
 )
 
-// VMDisk is one disk of a VM: a scribe VSD by name.
+// VMDisk is one disk of a VM: a scribe VSD by name (see disks.go).
 type VMDisk struct {
 	VSD string `json:"vsd"`
+	// Owned: the VSD was created with the VM (`vm create --disk SIZE`);
+	// `vm rm` removes it too unless --keep-disks.
+	Owned bool `json:"owned,omitempty"`
+	// ReadOnly attaches it read-only (an image: `--disk image:NAME`).
+	ReadOnly bool `json:"read_only,omitempty"`
+	// Format is what the VSD holds: "" or "raw", or "qcow2" (an uploaded
+	// qcow2 image, opened by QEMU's qcow2 driver over NBD).
+	Format string `json:"format,omitempty"`
 }
 
 // VMNIC is one NIC: the network it joins and its MAC, fixed at create so
@@ -55,13 +72,16 @@ type VMNIC struct {
 // MigrationStatus is the progress of a live migration, written by the
 // source node.
 type MigrationStatus struct {
-	To          string `json:"to"`    // destination node ID
-	Phase       string `json:"phase"` // QEMU's migration status
+	ID          string `json:"id,omitempty"` // the MigrateRequest's ID
+	To          string `json:"to"`           // destination node ID
+	Phase       string `json:"phase"`        // MigrationWaiting, QEMU's migration status, then MigrationCompleted or MigrationFailed
 	Transferred uint64 `json:"transferred"`
 	Remaining   uint64 `json:"remaining"`
 	Total       uint64 `json:"total"`
-	DowntimeMS  int64  `json:"downtime_ms,omitempty"`
+	DowntimeMS  int64  `json:"downtime_ms,omitempty"` // QEMU's figure, once completed
+	TotalMS     int64  `json:"total_ms,omitempty"`    // QEMU's figure: from start to completion
 	Postcopy    bool   `json:"postcopy,omitempty"`
+	Error       string `json:"error,omitempty"` // why it failed (MigrationFailed)
 }
 
 // VMRecord is a decoded vm/<name> record.
@@ -182,6 +202,9 @@ func ParseVMRecord(key string, fields map[string]string) (VMRecord, error) {
 	for i, d := range r.Disks {
 		if d.VSD == "" {
 			return bad("disk %d names no vsd", i)
+		}
+		if d.Format != "" && d.Format != FormatRaw && d.Format != FormatQCOW2 {
+			return bad("disk %d: format %q is not raw or qcow2", i, d.Format)
 		}
 	}
 	if v := fields[FieldNICs]; v != "" {

@@ -46,6 +46,7 @@ func TestRunReattachesAndLeavesQEMURunning(t *testing.T) {
 	cfg.NodeID = "3f2a"
 	cfg.Accel = "tcg"
 	cfg.RuntimeDir = filepath.Join(t.TempDir(), "vm")
+	cfg.ConsoleListen = "" // no console service on the host's port 7950
 	id := strings.Repeat("ab", 16)
 	dir := filepath.Join(cfg.RuntimeDir, id)
 	spec := qemu.Spec{ID: id, Name: "web1", MemoryMiB: 64}

@@ -54,6 +54,30 @@ func QMPSocket(dir string) string { return filepath.Join(dir, fileQMP) }
 // opt escapes a value for QEMU's comma-separated option syntax.
 func opt(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
+// blockdev is the -blockdev options of d as block node node: the
+// protocol node (nbd or file) and, for qcow2, a format node on top; a raw
+// NBD export is used directly, a raw file through a raw format node.
+func blockdev(node string, d Disk) []string {
+	ro := ""
+	if d.ReadOnly {
+		ro = ",read-only=on"
+	}
+	format := d.Format
+	if format == "" {
+		format = "raw"
+	}
+	if d.NBDSocket != "" {
+		nbd := fmt.Sprintf("server.type=unix,server.path=%s,export=%s,cache.direct=on%s", opt(d.NBDSocket), opt(d.NBDExport), ro)
+		if format == "raw" {
+			return []string{"-blockdev", fmt.Sprintf("driver=nbd,node-name=%s,%s", node, nbd)}
+		}
+		return []string{"-blockdev", fmt.Sprintf("driver=nbd,node-name=%s-nbd,%s", node, nbd),
+			"-blockdev", fmt.Sprintf("driver=%s,node-name=%s,file=%s-nbd%s", format, node, node, ro)}
+	}
+	return []string{"-blockdev", fmt.Sprintf("driver=file,node-name=%s-file,filename=%s%s", node, opt(d.File), ro),
+		"-blockdev", fmt.Sprintf("driver=%s,node-name=%s,file=%s-file%s", format, node, node, ro)}
+}
+
 // Args is the qemu-system-x86_64 command line (without the binary) for
 // spec on host, with its runtime files in dir. incoming adds
 // "-incoming defer" for a migration destination.
@@ -83,32 +107,30 @@ func Args(spec Spec, host Host, dir string, incoming bool) []string {
 	if s.UUID != "" {
 		a = append(a, "-uuid", s.UUID)
 	}
-	boot := 1
+	// Boot order: a CD-ROM first unless DiskFirst, then the disks in
+	// order. Indexes start at 1: with -kernel, QEMU's linuxboot option
+	// ROM takes bootindex 0.
+	cd := s.CDROMDisk
 	if s.CDROM != "" {
-		a = append(a,
-			"-blockdev", "driver=file,node-name=cd0-file,read-only=on,filename="+opt(s.CDROM),
-			"-blockdev", "driver=raw,node-name=cd0,read-only=on,file=cd0-file",
-			"-device", "ide-cd,drive=cd0,id=cd0,bootindex=0")
+		cd = &Disk{File: s.CDROM}
+	}
+	cdBoot, diskBoot := 1, 1
+	switch {
+	case cd != nil && s.DiskFirst:
+		cdBoot = 1 + len(s.Disks)
+	case cd != nil:
+		diskBoot = 2
+	}
+	if cd != nil {
+		ro := *cd
+		ro.ReadOnly = true
+		a = append(a, blockdev("cd0", ro)...)
+		a = append(a, "-device", fmt.Sprintf("ide-cd,drive=cd0,id=cd0,bootindex=%d", cdBoot))
 	}
 	for i, d := range s.Disks {
 		node := fmt.Sprintf("disk%d", i)
-		ro := ""
-		if d.ReadOnly {
-			ro = ",read-only=on"
-		}
-		if d.NBDSocket != "" {
-			a = append(a, "-blockdev", fmt.Sprintf("driver=nbd,node-name=%s,server.type=unix,server.path=%s,export=%s,cache.direct=on%s",
-				node, opt(d.NBDSocket), opt(d.NBDExport), ro))
-		} else {
-			format := d.Format
-			if format == "" {
-				format = "raw"
-			}
-			a = append(a,
-				"-blockdev", fmt.Sprintf("driver=file,node-name=%s-file,filename=%s%s", node, opt(d.File), ro),
-				"-blockdev", fmt.Sprintf("driver=%s,node-name=%s,file=%s-file%s", format, node, node, ro))
-		}
-		a = append(a, "-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bootindex=%d", node, i, boot+i))
+		a = append(a, blockdev(node, d)...)
+		a = append(a, "-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bootindex=%d", node, i, diskBoot+i))
 	}
 	for i, n := range s.NICs {
 		nd := fmt.Sprintf("net%d", i)

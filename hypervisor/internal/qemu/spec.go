@@ -28,6 +28,12 @@ type Spec struct {
 	// CDROM is an ISO image path (read-only IDE CD-ROM), "" for none.
 	// With a CD-ROM the VM boots from it first.
 	CDROM string `json:"cdrom,omitempty"`
+	// CDROMDisk is a read-only CD-ROM from an NBD export (an image stored
+	// in scribe) or a file; nil for none. Exclusive with CDROM.
+	CDROMDisk *Disk `json:"cdrom_disk,omitempty"`
+	// DiskFirst boots the disks before the CD-ROM; false: a CD-ROM (CDROM
+	// or CDROMDisk) boots first.
+	DiskFirst bool `json:"disk_first,omitempty"`
 	// Kernel, Initrd and Append boot a kernel directly (test guests).
 	Kernel string `json:"kernel,omitempty"`
 	Initrd string `json:"initrd,omitempty"`
@@ -45,7 +51,7 @@ type Disk struct {
 	NBDSocket string `json:"nbd_socket,omitempty"` // UNIX socket of the NBD server
 	NBDExport string `json:"nbd_export,omitempty"` // export name
 	File      string `json:"file,omitempty"`       // local image path
-	Format    string `json:"format,omitempty"`     // File only: "raw" (default) or "qcow2"
+	Format    string `json:"format,omitempty"`     // "raw" (default) or "qcow2" (a qcow2 image file, or one stored in a VSD)
 	ReadOnly  bool   `json:"read_only,omitempty"`
 }
 
@@ -91,19 +97,16 @@ func (s Spec) Validate() error {
 		return bad("memory %d MiB out of range 16 MiB-4 TiB", s.MemoryMiB)
 	}
 	for i, d := range s.Disks {
-		switch {
-		case d.NBDSocket != "" && d.File != "":
-			return bad("disk %d has both an NBD socket and a file", i)
-		case d.NBDSocket != "":
-			if d.Format != "" && d.Format != "raw" {
-				return bad("disk %d: NBD disks are raw, not %q", i, d.Format)
-			}
-		case d.File != "":
-			if d.Format != "" && d.Format != "raw" && d.Format != "qcow2" {
-				return bad("disk %d: format %q is not raw or qcow2", i, d.Format)
-			}
-		default:
-			return bad("disk %d has neither an NBD socket nor a file", i)
+		if err := d.validate(); err != nil {
+			return bad("disk %d %v", i, err)
+		}
+	}
+	if s.CDROMDisk != nil {
+		if s.CDROM != "" {
+			return bad("both a CD-ROM file and a CD-ROM disk")
+		}
+		if err := s.CDROMDisk.validate(); err != nil {
+			return bad("cdrom %v", err)
 		}
 	}
 	if s.Initrd != "" && s.Kernel == "" || s.Append != "" && s.Kernel == "" {
@@ -128,6 +131,20 @@ func (s Spec) Validate() error {
 	}
 	if s.VsockCID != 0 && s.VsockCID < 3 {
 		return bad("vsock cid %d is reserved (use ≥ 3)", s.VsockCID)
+	}
+	return nil
+}
+
+func (d Disk) validate() error {
+	switch {
+	case d.NBDSocket != "" && d.File != "":
+		return fmt.Errorf("has both an NBD socket and a file")
+	case d.NBDSocket != "", d.File != "":
+	default:
+		return fmt.Errorf("has neither an NBD socket nor a file")
+	}
+	if d.Format != "" && d.Format != "raw" && d.Format != "qcow2" {
+		return fmt.Errorf("format %q is not raw or qcow2", d.Format)
 	}
 	return nil
 }
