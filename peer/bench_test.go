@@ -95,11 +95,12 @@ func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
 			c.MemberlistConfig = memberlist.DefaultLANConfig()
 			c.MemberlistConfig.EnableCompression = false
 		}
-		// Names and tags the size of a node's: 32-hex node IDs, cluster
-		// ID, version, node API address, hardware fingerprint.
+		// A node's name and tags: 32-hex node ID, the tags of
+		// startMembership (cluster, version, hardware fingerprint; the
+		// API port is the default on a node).
 		name := fmt.Sprintf("%032x", i)
 		c.NodeName = name
-		c.Tags = map[string]string{"c": clusterID, "v": "v0.1.0-dev", "api": fmt.Sprintf("[fd53:686f:616c::%x]:7443", i), "hw": "1a2b-3c4d-5e6f"}
+		c.Tags = peer.GossipTags(clusterID, "v0.1.0-dev", "", "1a2b-3c4d-5e6f", peer.DefaultAPIPort)
 		c.MemberlistConfig.BindAddr, c.MemberlistConfig.BindPort, c.MemberlistConfig.AdvertisePort = "127.0.0.1", 0, 0
 		if tuned {
 			// As startMembership: encrypted, on the node's transport.

@@ -138,7 +138,7 @@ func DefaultTimers() Timers {
 		ProbeInterval:     time.Second,
 		ProbeTimeout:      500 * time.Millisecond,
 		GossipInterval:    100 * time.Millisecond, // stock 200 ms; see docs/peer.md "Scale"
-		SuspicionMult:     3,
+		SuspicionMult:     4,                      // stock; 3 melts down under CPU starvation, see docs/peer.md "Scale"
 		PushPull:          5 * time.Second,
 		ReconnectInterval: 10 * time.Second,
 		ReapInterval:      15 * time.Second,

@@ -35,3 +35,6 @@ var (
 	ResyncAfter   = resyncAfter
 	ResyncTargets = resyncTargets
 )
+
+// GossipTags lets the benchmark announce the tags a node announces.
+var GossipTags = gossipTags

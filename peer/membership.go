@@ -20,14 +20,50 @@ import (
 	"github.com/shoal-hci/shoal/peer/internal/gossiplog"
 )
 
-// Serf tags.
+// Serf tags. A member's tags ride in every alive message about it, which
+// every member retransmits several times, so they are kept short: the
+// fewer bytes per member, the more member updates fit in one gossip packet
+// (docs/peer.md "Scale").
 const (
-	tagCluster  = "c"
-	tagVersion  = "v"
-	tagRoles    = "r"
-	tagAPI      = "api"
-	tagHardware = "hw"
+	tagCluster  = "c"  // the cluster ID's first clusterTagLen hex digits
+	tagVersion  = "v"  // shoal version
+	tagRoles    = "r"  // roles, absent when none
+	tagAPIPort  = "a"  // node API port on the gossip IP, absent when DefaultAPIPort
+	tagHardware = "hw" // hardware fingerprint, absent when unknown
 )
+
+// clusterTagLen is how much of the cluster ID the cluster tag carries. The
+// tag is a second check after the gossip key (a node of another cluster
+// cannot decrypt our gossip at all), so 48 bits are plenty.
+const clusterTagLen = 12
+
+// clusterTag is the cluster tag's value for a cluster ID.
+func clusterTag(clusterID string) string { return clusterID[:min(clusterTagLen, len(clusterID))] }
+
+// gossipTags returns the serf tags a node announces.
+func gossipTags(clusterID, version, roles, hardware string, apiPort int) map[string]string {
+	t := map[string]string{tagCluster: clusterTag(clusterID), tagVersion: version}
+	if roles != "" {
+		t[tagRoles] = roles
+	}
+	if hardware != "" {
+		t[tagHardware] = hardware
+	}
+	if apiPort != DefaultAPIPort {
+		t[tagAPIPort] = strconv.Itoa(apiPort)
+	}
+	return t
+}
+
+// memberAPI is the node API address of a member: its gossip IP and the
+// port of its API port tag.
+func memberAPI(m serf.Member) string {
+	port := m.Tags[tagAPIPort]
+	if port == "" {
+		port = strconv.Itoa(DefaultAPIPort)
+	}
+	return net.JoinHostPort(m.Addr.String(), port)
+}
 
 // User events carrying cluster settings between members (small; the
 // periodic mTLS meta sync repairs any that are lost).
@@ -75,13 +111,7 @@ func (p *Peer) startMembership(join []string) error {
 	p.mu.Unlock()
 	sc := GossipConfig(p.cfg.Timers)
 	sc.NodeName = p.id.NodeID
-	sc.Tags = map[string]string{tagCluster: clusterID, tagVersion: p.cfg.Version, tagAPI: p.APIAddr()}
-	if p.cfg.Roles != "" {
-		sc.Tags[tagRoles] = p.cfg.Roles
-	}
-	if p.cfg.Hardware != "" {
-		sc.Tags[tagHardware] = p.cfg.Hardware
-	}
+	sc.Tags = gossipTags(clusterID, p.cfg.Version, p.cfg.Roles, p.cfg.Hardware, p.apiLn.Addr().(*net.TCPAddr).Port)
 	sc.EventCh = p.serfEvents
 	sc.Logger = gossiplog.New(p.log)
 	sc.MemberlistConfig.Logger = sc.Logger
@@ -162,12 +192,19 @@ func (p *Peer) joinGossip(addrs []string, quiet bool) {
 // joiner the whole membership, and gossip spreads its arrival from there.
 // (serf's Join would exchange full state with every address given, which
 // triples the cost of each join for no gain.)
+//
+// It joins through memberlist, not serf's Join, which also broadcasts a
+// join intent: a second message per join that every member decodes and
+// retransmits as often as the alive message itself, doubling the gossip a
+// join costs. Intents only matter to override an older leave intent about
+// this node, and serf refutes such an intent itself when it hears one;
+// serf's own reconnects join through memberlist the same way.
 func joinOne(s *serf.Serf, addrs []string) error {
 	addrs = slices.Clone(addrs)
 	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
 	var errs []error
 	for _, a := range addrs[:min(3, len(addrs))] {
-		n, err := s.Join([]string{a}, false)
+		n, err := s.Memberlist().Join([]string{a})
 		if n > 0 {
 			return nil
 		}
@@ -212,10 +249,11 @@ func (g mergeGuard) NotifyMerge(members []*serf.Member) error {
 	}
 	g.p.mu.Unlock()
 	for _, m := range members {
-		if c := m.Tags[tagCluster]; c != clusterID {
-			g.p.log.Warn("refused gossip from a node of another cluster", "peer", m.Name, "addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), "its_cluster", c, "our_cluster", clusterID)
-			g.p.record("refuse", m.Name, "other cluster "+c)
-			return fmt.Errorf("node %s belongs to cluster %q, not %q", m.Name, c, clusterID)
+		if c := m.Tags[tagCluster]; c != clusterTag(clusterID) {
+			// The tag holds the first clusterTagLen digits of the ID.
+			g.p.log.Warn("refused gossip from a node of another cluster", "peer", m.Name, "addr", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), "its_cluster_prefix", c, "our_cluster", clusterID)
+			g.p.record("refuse", m.Name, "other cluster "+c+"…")
+			return fmt.Errorf("node %s belongs to cluster %q…, not %q", m.Name, c, clusterID)
 		}
 		if slices.Contains(revoked, m.Name) {
 			g.p.log.Warn("refused gossip from a removed node", "peer", m.Name)
@@ -346,7 +384,7 @@ func (p *Peer) members() []client.Member {
 				continue
 			}
 			out = append(out, client.Member{ID: m.Name, Name: "shoal-" + m.Name[:min(6, len(m.Name))], State: st,
-				Gossip: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), API: m.Tags[tagAPI],
+				Gossip: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), API: memberAPI(m),
 				Version: m.Tags[tagVersion], Roles: m.Tags[tagRoles], Hardware: m.Tags[tagHardware]})
 		}
 	}
