@@ -103,6 +103,17 @@ func newCluster(t *testing.T) []*node {
 		}
 		return len(l.Records) == 3, fmt.Sprintf("%d records", len(l.Records))
 	})
+	// A peer starts fenced until it hears a majority; a scribe on a fenced
+	// node refuses I/O, so the subtests start once no node is fenced.
+	for i, n := range nodes {
+		waitFor(t, fmt.Sprintf("node %d unfenced", i), func() (bool, string) {
+			f, err := n.peer.Client.Fence(t.Context())
+			if err != nil {
+				return false, err.Error()
+			}
+			return !f.Fenced, fmt.Sprintf("%+v", f)
+		})
+	}
 	return nodes
 }
 
