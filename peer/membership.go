@@ -125,6 +125,7 @@ func (p *Peer) startMembership(join []string) error {
 	sc.KeyringFile = filepath.Join(p.cfg.DataDir, keyringFile)
 	sc.SnapshotPath = filepath.Join(p.cfg.DataDir, snapshotFile)
 	sc.Merge = mergeGuard{p}
+	p.releasePortHold()
 	tr, err := newGossipTransport(p.bindIP, p.gossipPort, p.cfg.GossipBlocked, sc.Logger)
 	if err != nil {
 		return fmt.Errorf("start gossip transport on %s: %w", p.GossipAddr(), err)

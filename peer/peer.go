@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -38,6 +39,9 @@ type Peer struct {
 
 	bindIP     net.IP
 	gossipPort int // chosen at New when cfg.GossipPort is zero
+	// portHold keeps gossipPort bound from New until gossip starts (or
+	// Run ends); guarded by mu.
+	portHold   []io.Closer
 	apiLn      net.Listener
 	localLn    net.Listener
 	ann        atomic.Pointer[discovery.Announcer]
@@ -143,27 +147,31 @@ func New(cfg Config) (*Peer, error) {
 
 	p.gossipPort = cfg.GossipPort
 	if p.gossipPort == 0 {
-		if p.gossipPort, err = freePort(p.bindIP); err != nil {
+		if p.gossipPort, p.portHold, err = freePort(p.bindIP); err != nil {
 			return nil, err
 		}
 	}
 	p.apiLn, err = net.Listen("tcp", net.JoinHostPort(p.bindIP.String(), strconv.Itoa(cfg.APIPort)))
 	if err != nil {
+		p.releasePortHold()
 		return nil, fmt.Errorf("listen node API on %s port %d: %w", p.bindIP, cfg.APIPort, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o755); err != nil {
 		p.apiLn.Close()
+		p.releasePortHold()
 		return nil, fmt.Errorf("create socket dir: %w", err)
 	}
 	os.Remove(cfg.Socket) // a stale socket of a previous run
 	p.localLn, err = net.Listen("unix", cfg.Socket)
 	if err != nil {
 		p.apiLn.Close()
+		p.releasePortHold()
 		return nil, fmt.Errorf("listen on %q: %w", cfg.Socket, err)
 	}
 	if err := os.Chmod(cfg.Socket, 0o600); err != nil {
 		p.apiLn.Close()
 		p.localLn.Close()
+		p.releasePortHold()
 		return nil, fmt.Errorf("chmod %q: %w", cfg.Socket, err)
 	}
 	return p, nil
@@ -193,6 +201,7 @@ func (p *Peer) Run(ctx context.Context) error {
 	}
 	p.store.Store(st)
 	defer func() { p.stateSvc.close(); p.store.Store(nil); st.Close() }()
+	defer p.releasePortHold()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -362,20 +371,34 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// freePort finds a port free for both TCP and UDP on ip.
-func freePort(ip net.IP) (int, error) {
+// freePort finds a port free for both TCP and UDP on ip and keeps both
+// sockets open: the caller closes them right before it binds the port
+// itself, so no other socket takes it in between (tests run many nodes
+// and packages at once).
+func freePort(ip net.IP) (int, []io.Closer, error) {
 	for range 20 {
 		l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ip})
 		if err != nil {
-			return 0, fmt.Errorf("find a free port on %s: %w", ip, err)
+			return 0, nil, fmt.Errorf("find a free port on %s: %w", ip, err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: port})
-		l.Close()
 		if err == nil {
-			u.Close()
-			return port, nil
+			return port, []io.Closer{l, u}, nil
 		}
+		l.Close()
 	}
-	return 0, errors.New("no port free for both TCP and UDP")
+	return 0, nil, errors.New("no port free for both TCP and UDP")
+}
+
+// releasePortHold closes the sockets that hold the gossip port chosen at
+// New, if they are still open.
+func (p *Peer) releasePortHold() {
+	p.mu.Lock()
+	hold := p.portHold
+	p.portHold = nil
+	p.mu.Unlock()
+	for _, c := range hold {
+		c.Close()
+	}
 }
