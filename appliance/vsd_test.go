@@ -1,8 +1,6 @@
 package appliance
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -112,11 +110,7 @@ func TestVSDVerbs(t *testing.T) {
 		{Name: "vsd resize", Summary: "s", Run: VSDResize},
 		{Name: "vsd rm", Summary: "s", Run: VSDRm},
 	}
-	tests := []struct {
-		args     []string
-		code     int
-		contains string
-	}{
+	dispatchTable(t, verbs, sock, []verbCase{
 		{[]string{"vsd", "create", "v1", "--size", "4G"}, 0, "created VSD v1: 4G, 2 replicas"},
 		{[]string{"vsd", "create", "v1", "--size", "4G"}, verb.ExitError, "exists already"},
 		{[]string{"vsd", "create", "v2", "--size", "4X"}, verb.ExitUsage, `"4X": want a number`},
@@ -142,16 +136,7 @@ func TestVSDVerbs(t *testing.T) {
 		{[]string{"vsd", "rm", "busy", "--force"}, 0, "removed VSD busy"},
 		{[]string{"vsd", "rm", "v1"}, 0, "removed VSD v1"},
 		{[]string{"vsd", "ls"}, 0, "NAME  SIZE  REPLICAS"},
-	}
-	for _, tt := range tests {
-		var out, errb bytes.Buffer
-		args := append(append([]string(nil), tt.args...), "--socket", sock)
-		code := verb.Dispatch(context.Background(), verbs, args, nil, &out, &errb)
-		got := out.String() + errb.String()
-		if code != tt.code || !strings.Contains(got, tt.contains) {
-			t.Errorf("shoal %s: exit %d, output:\n%s\nwant exit %d containing %q", strings.Join(tt.args, " "), code, got, tt.code, tt.contains)
-		}
-	}
+	})
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var left []string
