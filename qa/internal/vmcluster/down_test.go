@@ -3,8 +3,11 @@ package vmcluster
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // Down finds what a cluster started by the tag in the environment, so it
@@ -17,6 +20,14 @@ func TestTaggedProcesses(t *testing.T) {
 			t.Skipf("cannot start sleep: %v", err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		// Start returns once the child began its exec; the kernel fills
+		// /proc/PID/environ a moment later.
+		environ := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "environ")
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if b, err := os.ReadFile(environ); err == nil && len(b) > 0 {
+				break
+			}
+		}
 		return cmd
 	}
 	ours, other := start("a1b2c3"), start("ffffff")
