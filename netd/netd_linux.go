@@ -3,7 +3,10 @@ package netd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -40,7 +43,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if !bonding {
 		d.log.Warn("the kernel has no bonding driver: netd uses one NIC directly, without failover")
 	}
-	d.log.Info("netd starting", "backplane", bpAddr, "spec", d.cfg.SpecPath, "bonding", bonding)
+	bridging := ctl.BridgingAvailable()
+	if !bridging {
+		d.log.Warn("the kernel has no bridge driver: the LAN has no bridge, VM NICs cannot join it")
+	}
+	d.log.Info("netd starting", "backplane", bpAddr, "spec", d.cfg.SpecPath, "bonding", bonding, "bridging", bridging)
 
 	var (
 		mu      sync.Mutex
@@ -61,7 +68,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
-	startDHCP := func(iface string) {
+	startDHCP := func(iface, port string) {
 		cctx, cancel := context.WithCancel(ctx)
 		r := &dhcpRunner{cancel: cancel, done: make(chan struct{})}
 		runners[iface] = r
@@ -81,6 +88,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		if d.cfg.StateDir != "" {
 			cfg.LeaseFile = filepath.Join(d.cfg.StateDir, "lease-"+iface+".json")
+			if port != "" {
+				// The LAN moved onto a new bridge: the port's lease
+				// (same MAC) is restored on the bridge at once.
+				adoptLease(d.log, filepath.Join(d.cfg.StateDir, "lease-"+port+".json"), cfg.LeaseFile)
+			}
 		}
 		wg.Add(1)
 		go func() {
@@ -91,14 +103,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	stopDHCP := func(iface string) {
+	stopDHCP := func(iface string, port bool) {
 		r := runners[iface]
 		r.cancel()
 		<-r.done
 		delete(runners, iface)
 		mu.Lock()
+		ll := dhcp[iface].LinkLocal
 		delete(dhcp, iface)
 		mu.Unlock()
+		if p, err := netip.ParsePrefix(ll); err == nil && port {
+			// The client leaves its addresses; a bridge port keeps none.
+			if err := ctl.DelAddr(iface, p); err != nil {
+				d.log.Warn("could not remove the link-local address from the bridge port", "iface", iface, "err", err)
+			}
+		}
 	}
 
 	wctx, wcancel := context.WithCancel(ctx)
@@ -124,7 +143,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		} else {
 			spec = s
 		}
-		plan, obs, observed, errs := d.pass(ctl, spec, bonding, bpAddr)
+		plan, obs, observed, errs := d.pass(ctl, spec, bonding, bridging, bpAddr)
 		problems = append(problems, errs...)
 
 		for iface := range runners {
@@ -133,13 +152,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			if !slices.Contains(plan.DHCP, iface) {
 				d.log.Info("stopping DHCP client", "iface", iface)
-				stopDHCP(iface)
+				stopDHCP(iface, iface == plan.LANPort)
 			}
 		}
 		for _, iface := range plan.DHCP {
 			if runners[iface] == nil {
 				d.log.Info("starting DHCP client", "iface", iface)
-				startDHCP(iface)
+				port := ""
+				if iface == plan.Bridge {
+					port = plan.LANPort
+				}
+				startDHCP(iface, port)
 			}
 		}
 		if d.cfg.ResolvConf != "" {
@@ -189,9 +212,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // pass observes, plans and applies once; it returns the plan and the
 // observation after applying, and whether the links could be observed.
-func (d *Daemon) pass(ctl *linkctl.Ctl, spec netspec.Spec, bonding bool, bpAddr netip.Prefix) (netspec.Plan, netspec.Observed, bool, []string) {
+func (d *Daemon) pass(ctl *linkctl.Ctl, spec netspec.Spec, bonding, bridging bool, bpAddr netip.Prefix) (netspec.Plan, netspec.Observed, bool, []string) {
 	in := netspec.Inputs{BackplaneAddr: bpAddr, BackplanePrefix: backplane.Prefix}
-	obs, err := ctl.Observe(bonding)
+	obs, err := ctl.Observe(bonding, bridging)
 	if err != nil {
 		return netspec.Plan{}, obs, false, []string{err.Error()}
 	}
@@ -207,7 +230,7 @@ func (d *Daemon) pass(ctl *linkctl.Ctl, spec netspec.Spec, bonding bool, bpAddr 
 			break
 		}
 	}
-	if obs2, err := ctl.Observe(bonding); err == nil {
+	if obs2, err := ctl.Observe(bonding, bridging); err == nil {
 		obs = obs2
 		plan = netspec.Make(spec, obs, in)
 	}
@@ -229,6 +252,20 @@ func (d *Daemon) status(ctl *linkctl.Ctl, plan netspec.Plan, obs netspec.Observe
 			}
 			return strings.TrimSpace(string(b))
 		}})
+}
+
+// adoptLease renames the lease file from to to when to does not exist,
+// so a client moved from one interface to another (same MAC) restores
+// the lease instead of asking for a new one.
+func adoptLease(log *slog.Logger, from, to string) {
+	if _, err := os.Stat(to); err == nil {
+		return
+	}
+	if err := os.Rename(from, to); err == nil {
+		log.Info("lease moved to the bridge", "from", from, "to", to)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		log.Warn("could not move the lease file to the bridge: the bridge asks for a new lease", "err", err)
+	}
 }
 
 func staticDNS(spec netspec.Spec) []string {

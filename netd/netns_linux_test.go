@@ -300,14 +300,14 @@ func TestDHCPAgainstDnsmasq(t *testing.T) {
 
 	st := l.waitStatus(t, "a bound lease and a ready network", 30*time.Second, func(s Status) bool { return bound(s) && s.Ready })
 	d := lanDHCP(st)
-	if st.LAN != "eth0" || !inRange(d.Address, "10.77.0.50", "10.77.0.99") || d.Router != "10.77.0.1" || d.Server != "10.77.0.1" {
-		t.Errorf("lease: lan %q %+v, want eth0 with an address in 10.77.0.50-99 and router 10.77.0.1", st.LAN, d)
+	if st.LAN != "br-lan" || !inRange(d.Address, "10.77.0.50", "10.77.0.99") || d.Router != "10.77.0.1" || d.Server != "10.77.0.1" {
+		t.Errorf("lease: lan %q %+v, want br-lan with an address in 10.77.0.50-99 and router 10.77.0.1", st.LAN, d)
 	}
 	if st.Bonding {
 		t.Log("this kernel has bonding; the namespace test covers the direct-NIC path only when it has none")
 	}
-	if st.Backplane.State != "ok" || !strings.HasPrefix(st.Backplane.Address, "fd53:686f:616c:0:") || st.Backplane.Interface != "eth0" {
-		t.Errorf("backplane: %+v, want an ok fd53:686f:616c::/64 address on eth0", st.Backplane)
+	if st.Backplane.State != "ok" || !strings.HasPrefix(st.Backplane.Address, "fd53:686f:616c:0:") || st.Backplane.Interface != "br-lan" {
+		t.Errorf("backplane: %+v, want an ok fd53:686f:616c::/64 address on br-lan", st.Backplane)
 	}
 	if _, err := os.Stat(filepath.Join(l.dir, "ready")); err != nil {
 		t.Errorf("Ready was not called: %v", err)
@@ -321,7 +321,7 @@ func TestDHCPAgainstDnsmasq(t *testing.T) {
 	if !strings.Contains(routes, "via 10.77.0.1") {
 		t.Errorf("default route: %q, want via 10.77.0.1", routes)
 	}
-	if out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "valid_lft") || strings.Contains(out, "valid_lft forever") {
+	if out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "br-lan"); !strings.Contains(out, "valid_lft") || strings.Contains(out, "valid_lft forever") {
 		t.Errorf("leased address should carry the lease's lifetime:\n%s", out)
 	}
 
@@ -350,7 +350,7 @@ func TestDHCPAgainstDnsmasq(t *testing.T) {
 			x := lanDHCP(s)
 			return (x.State == "renewing" || x.State == "rebinding") && x.LastError != "" && x.Address == d.Address
 		})
-		out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "eth0")
+		out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "br-lan")
 		if !strings.Contains(out, addr) {
 			t.Errorf("address dropped while the lease is valid:\n%s", out)
 		}
@@ -371,9 +371,9 @@ func TestDHCPAgainstDnsmasq(t *testing.T) {
 		st := l.waitStatus(t, "a new lease from the new range", 40*time.Second, func(s Status) bool {
 			return bound(s) && inRange(lanDHCP(s).Address, "10.77.0.150", "10.77.0.199")
 		})
-		out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "eth0")
+		out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "br-lan")
 		if strings.Contains(out, addr+"/") {
-			t.Errorf("old address %s still on eth0 after NAK:\n%s", addr, out)
+			t.Errorf("old address %s still on br-lan after NAK:\n%s", addr, out)
 		}
 		logs := l.logs()
 		if !strings.Contains(logs, "NAK") {
@@ -413,9 +413,9 @@ func TestLinkLocalFallback(t *testing.T) {
 	if st.Phase != PhaseDegraded || !st.Ready {
 		t.Errorf("phase %q ready %v, want degraded and ready (reachable on link-local and backplane)", st.Phase, st.Ready)
 	}
-	out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "eth0")
+	out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "br-lan")
 	if !strings.Contains(out, strings.Split(ll, "/")[0]) {
-		t.Errorf("link-local address not on eth0:\n%s", out)
+		t.Errorf("link-local address not on br-lan:\n%s", out)
 	}
 	var b strings.Builder
 	st.WriteText(&b)
@@ -427,8 +427,8 @@ func TestLinkLocalFallback(t *testing.T) {
 	if lanDHCP(st).LinkLocal != "" {
 		t.Errorf("link-local still held after binding: %+v", lanDHCP(st))
 	}
-	if out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "eth0"); strings.Contains(out, "169.254.") {
-		t.Errorf("link-local address still on eth0 after binding:\n%s", out)
+	if out := run(t, "ip", "-n", l.node, "-4", "addr", "show", "dev", "br-lan"); strings.Contains(out, "169.254.") {
+		t.Errorf("link-local address still on br-lan after binding:\n%s", out)
 	}
 }
 
@@ -453,7 +453,7 @@ func TestBackplaneBetweenNodes(t *testing.T) {
 
 	t.Run("duplicate node ID is reported", func(t *testing.T) {
 		b.stopNetd(t)
-		run(t, "ip", "-n", b.node, "addr", "flush", "dev", "eth0", "scope", "global")
+		run(t, "ip", "-n", b.node, "addr", "flush", "dev", "br-lan", "scope", "global")
 		b.nodeID = a.nodeID
 		os.Remove(filepath.Join(b.dir, "net.json"))
 		b.startNetd(t)

@@ -28,6 +28,8 @@ type Status struct {
 	Bonding   bool            `json:"bonding"`            // the kernel can make bonds
 	Fallback  bool            `json:"fallback,omitempty"` // no bonding: a NIC is used directly
 	LAN       string          `json:"lan"`                // interface carrying the LAN address
+	Bridge    string          `json:"bridge,omitempty"`   // the LAN bridge VM NICs join (also LAN); "": none (off, not made yet, name taken)
+	LANPort   string          `json:"lan_port,omitempty"` // the bond, NIC or VLAN under Bridge
 	Backplane BackplaneStatus `json:"backplane"`
 	DHCP      []DHCPStatus    `json:"dhcp,omitempty"`
 	Links     []LinkStatus    `json:"links"`
@@ -107,6 +109,9 @@ func (s Status) WriteText(w io.Writer) error {
 		bonding = "no bonding in the kernel"
 	}
 	fmt.Fprintf(&b, "lan:        %s (%s)\n", lan, bonding)
+	if s.Bridge != "" {
+		fmt.Fprintf(&b, "bridge:     %s over %s (VM NICs join it)\n", s.Bridge, orDash(s.LANPort))
+	}
 	for _, d := range s.DHCP {
 		fmt.Fprintf(&b, "dhcp:       %s on %s", d.State, d.Interface)
 		if d.Address != "" {

@@ -33,7 +33,7 @@ const (
 // buildStatus derives the status (and the phase) from one pass's facts.
 func buildStatus(in statusInputs) Status {
 	plan, obs, dhcp, bpAddr, spec := in.plan, in.obs, in.dhcp, in.bpAddr, in.spec
-	st := Status{Bonding: in.bonding, Fallback: plan.Fallback, LAN: plan.LAN, Notes: plan.Notes}
+	st := Status{Bonding: in.bonding, Fallback: plan.Fallback, LAN: plan.LAN, Bridge: plan.Bridge, LANPort: plan.LANPort, Notes: plan.Notes}
 	st.Backplane = BackplaneStatus{Interface: plan.Backplane, Address: bpAddr.String(), State: in.bpState}
 	if in.bpState == AddrDuplicate {
 		st.Backplane.Message = fmt.Sprintf("another host on the backplane already uses %s (duplicate address detection failed): two nodes share a node ID, or a cloned disk; give this node a new identity", bpAddr.Addr())

@@ -110,3 +110,23 @@ func TestLoadSpec(t *testing.T) {
 		t.Errorf("good file: %+v, %v", s, err)
 	}
 }
+
+// TestBuildStatusBridge: the status names the LAN bridge and its port, and
+// the text says it.
+func TestBuildStatusBridge(t *testing.T) {
+	st := buildStatus(statusInputs{
+		plan:    netspec.Plan{LAN: "br-lan", Backplane: "br-lan", Bridge: "br-lan", LANPort: "bond0"},
+		bpAddr:  netip.MustParsePrefix("fd53:686f:616c::1/64"),
+		bpState: AddrOK,
+	})
+	if st.LAN != "br-lan" || st.Bridge != "br-lan" || st.LANPort != "bond0" {
+		t.Errorf("lan %q bridge %q port %q, want br-lan, br-lan, bond0", st.LAN, st.Bridge, st.LANPort)
+	}
+	var b strings.Builder
+	if err := st.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "bridge:     br-lan over bond0") {
+		t.Errorf("text lacks the bridge line:\n%s", b.String())
+	}
+}

@@ -3,11 +3,13 @@
 package qa_test
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoal-hci/shoal/netd"
 	"github.com/shoal-hci/shoal/peer/client"
 	"github.com/shoal-hci/shoal/qa"
 )
@@ -55,6 +57,12 @@ func TestFastImageCluster(t *testing.T) {
 		}
 	}
 
+	// netd's LAN bridge over the real bond: br-lan with bond0's MAC,
+	// the lease and the backplane address on it, none on bond0.
+	for _, n := range c.Nodes() {
+		checkLANBridge(t, c, n)
+	}
+
 	// A fourth node, plugged in: it joins with nobody typing anything.
 	plug := time.Now()
 	n4 := c.AddNode()
@@ -88,4 +96,37 @@ func TestFastImageCluster(t *testing.T) {
 	res, err = c.Exec("node2", "shoal", "net", "status")
 	t.Logf("node2: shoal net status (err %v):\n%s", err, res.Stdout)
 	c.Plug("node2", 0)
+}
+
+// checkLANBridge checks node's `shoal net status`: br-lan over bond0 with
+// bond0's MAC, carrying the DHCP lease and the backplane address, and
+// bond0 a bridge port without addresses.
+func checkLANBridge(t *testing.T, c *qa.VMCluster, node string) {
+	t.Helper()
+	res, err := c.Exec(node, "shoal", "net", "status", "--json")
+	var st netd.Status
+	if err != nil || res.ExitCode != 0 || json.Unmarshal(res.Stdout, &st) != nil {
+		t.Errorf("%s: shoal net status --json: %v exit %d: %s%s", node, err, res.ExitCode, res.Stdout, res.Stderr)
+		return
+	}
+	links := map[string]netd.LinkStatus{}
+	for _, l := range st.Links {
+		links[l.Name] = l
+	}
+	bond, br := links["bond0"], links["br-lan"]
+	leased := slices.ContainsFunc(st.DHCP, func(d netd.DHCPStatus) bool {
+		return d.Interface == "br-lan" && d.State == "bound" && slices.Contains(br.Addrs, d.Address)
+	})
+	switch {
+	case st.LAN != "br-lan" || st.Bridge != "br-lan" || st.LANPort != "bond0":
+		t.Errorf("%s: lan %q bridge %q over %q, want br-lan over bond0", node, st.LAN, st.Bridge, st.LANPort)
+	case br.Kind != "bridge" || bond.Kind != "bond" || bond.Master != "br-lan" || br.MAC != bond.MAC || len(bond.Addrs) != 0:
+		t.Errorf("%s: br-lan %+v, bond0 %+v: want bond0 a port of br-lan, without addresses, with br-lan's MAC", node, br, bond)
+	case !leased:
+		t.Errorf("%s: no bound lease on br-lan (dhcp %+v, br-lan addresses %v)", node, st.DHCP, br.Addrs)
+	case st.Backplane.Interface != "br-lan" || st.Backplane.State != "ok" || !slices.Contains(br.Addrs, st.Backplane.Address):
+		t.Errorf("%s: backplane %+v, want ok on br-lan", node, st.Backplane)
+	default:
+		t.Logf("%s: br-lan over bond0 (MAC %s) carries %s", node, br.MAC, strings.Join(br.Addrs, " "))
+	}
 }

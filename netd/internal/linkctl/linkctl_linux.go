@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/shoal-hci/shoal/netd/internal/netspec"
@@ -45,9 +46,10 @@ const (
 	AddrDuplicate AddrState = "duplicate" // DAD failed: another host has it
 )
 
-// Observe lists links and their addresses. bonding is reported as given
-// (the caller probes it once with BondingAvailable).
-func (c *Ctl) Observe(bonding bool) (netspec.Observed, error) {
+// Observe lists links and their addresses. bonding and bridging are
+// reported as given (the caller probes them once with BondingAvailable
+// and BridgingAvailable).
+func (c *Ctl) Observe(bonding, bridging bool) (netspec.Observed, error) {
 	links, err := c.h.LinkList()
 	if err != nil {
 		return netspec.Observed{}, fmt.Errorf("list links: %w", err)
@@ -67,7 +69,7 @@ func (c *Ctl) Observe(bonding bool) (netspec.Observed, error) {
 			}
 		}
 	}
-	obs := netspec.Observed{Bonding: bonding}
+	obs := netspec.Observed{Bonding: bonding, NoBridging: !bridging}
 	for _, l := range links {
 		a := l.Attrs()
 		ol := netspec.Link{
@@ -80,6 +82,7 @@ func (c *Ctl) Observe(bonding bool) (netspec.Observed, error) {
 			MTU:      a.MTU,
 			Loopback: a.Flags&net.FlagLoopback != 0,
 			Gateway:  gws[a.Index],
+			Alias:    a.Alias,
 		}
 		if ol.Kind == netspec.KindDevice && a.EncapType != "" && a.EncapType != "ether" {
 			ol.Kind = a.EncapType // tunnels, ipip, sit...: not NICs
@@ -137,6 +140,21 @@ func (c *Ctl) BondingAvailable() bool {
 	return true
 }
 
+// BridgingAvailable reports whether the kernel can make bridges: the
+// bridge driver is built in or loaded, or creating a probe bridge works
+// (which loads it when modprobe and the module are there).
+func (c *Ctl) BridgingAvailable() bool {
+	if _, err := os.Stat("/sys/module/bridge"); err == nil {
+		return true
+	}
+	probe := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "shoalprobe1"}}
+	if err := c.h.LinkAdd(probe); err != nil {
+		return false
+	}
+	c.h.LinkDel(probe)
+	return true
+}
+
 // Apply performs one action.
 func (c *Ctl) Apply(a netspec.Action) error {
 	if err := c.apply(a); err != nil {
@@ -154,6 +172,9 @@ func (c *Ctl) apply(a netspec.Action) error {
 			b.LacpRate = netlink.BOND_LACP_RATE_FAST
 		}
 		return c.h.LinkAdd(b)
+	}
+	if a.Op == netspec.OpCreateBridge {
+		return c.createBridge(a.Link, a.MAC)
 	}
 	if a.Op == netspec.OpCreateVLAN {
 		parent, err := c.h.LinkByName(a.Master)
@@ -183,14 +204,26 @@ func (c *Ctl) apply(a netspec.Action) error {
 		return c.h.LinkSetNoMaster(l)
 	case netspec.OpSetMTU:
 		return c.h.LinkSetMTU(l, a.MTU)
+	case netspec.OpSetMAC:
+		mac, err := net.ParseMAC(a.MAC)
+		if err != nil {
+			return err
+		}
+		return c.h.LinkSetHardwareAddr(l, mac)
 	case netspec.OpAddAddr, netspec.OpDelAddr:
 		p, err := netip.ParsePrefix(a.Addr)
 		if err != nil {
 			return err
 		}
 		ad := &netlink.Addr{IPNet: ipnet(p)}
+		if a.NoDAD && p.Addr().Is6() {
+			ad.Flags = unix.IFA_F_NODAD
+		}
 		if a.Op == netspec.OpDelAddr {
-			return c.h.AddrDel(l, ad)
+			if err := c.h.AddrDel(l, ad); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+				return err
+			}
+			return nil // gone already: what the action wanted
 		}
 		return c.h.AddrReplace(l, ad)
 	case netspec.OpDefaultRoute:
@@ -201,6 +234,59 @@ func (c *Ctl) apply(a netspec.Action) error {
 		return c.h.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice(), Dst: ipnet(netip.MustParsePrefix("0.0.0.0/0"))})
 	}
 	return fmt.Errorf("unknown action %q", a.Op)
+}
+
+// createBridge makes the LAN bridge: MAC mac (when given), netspec's
+// BridgeAlias, STP off and forward delay 0 (a port forwards as soon as
+// it has carrier, so the first DHCP DISCOVER is not lost). A bridge it
+// cannot finish is deleted again, so no half-made bridge carries the
+// alias.
+func (c *Ctl) createBridge(name, mac string) error {
+	attrs := netlink.LinkAttrs{Name: name}
+	if mac != "" {
+		hw, err := net.ParseMAC(mac)
+		if err != nil {
+			return err
+		}
+		attrs.HardwareAddr = hw
+	}
+	if err := c.h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
+		return err
+	}
+	l, err := c.h.LinkByName(name)
+	if err == nil {
+		if err = setBridgeOptions(l.Attrs().Index); err != nil {
+			err = fmt.Errorf("set STP off and forward delay 0: %w", err)
+		}
+	}
+	if err == nil {
+		// The kernel ignores an alias given at creation: set it after.
+		if err = c.h.LinkSetAlias(l, netspec.BridgeAlias); err != nil {
+			err = fmt.Errorf("set alias: %w", err)
+		}
+	}
+	if err != nil && l != nil {
+		c.h.LinkDel(l)
+	}
+	return err
+}
+
+// setBridgeOptions sets STP off and forward delay 0 on a bridge; the
+// netlink library has no fields for them, so the message is built here
+// (IFLA_LINKINFO / IFLA_INFO_DATA / IFLA_BR_*).
+func setBridgeOptions(index int) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(nl.IFLA_BR_STP_STATE, nl.Uint32Attr(0))
+	data.AddRtAttr(nl.IFLA_BR_FORWARD_DELAY, nl.Uint32Attr(0))
+	req.AddData(info)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 func ipnet(p netip.Prefix) *net.IPNet {

@@ -77,7 +77,7 @@ func TestApplyAndObserve(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		obs, err := c.Observe(false)
+		obs, err := c.Observe(false, true)
 		if err != nil {
 			t.Error(err)
 			return
@@ -126,6 +126,68 @@ func TestApplyAndObserve(t *testing.T) {
 		}
 		if err := c.Apply(netspec.Action{Op: netspec.OpSetUp, Link: "nope0"}); err == nil {
 			t.Error("action on a missing link succeeded")
+		}
+	})
+}
+
+// TestCreateBridge: the LAN bridge gets the given MAC and netd's alias,
+// the NIC joins it as a port, an address moved onto it with NoDAD is
+// usable at once, and set-mac changes its MAC.
+func TestCreateBridge(t *testing.T) {
+	inNewNetns(t, func(c *Ctl, h *netlink.Handle) {
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}); err != nil {
+			t.Errorf("add veth: %v", err)
+			return
+		}
+		mac, err := c.HardwareAddr("eth0")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ula := netip.MustParsePrefix("fd53:686f:616c::42/64")
+		for _, a := range []netspec.Action{
+			{Op: netspec.OpCreateBridge, Link: "br-lan", MAC: mac.String()},
+			{Op: netspec.OpSetUp, Link: "br-lan"},
+			{Op: netspec.OpSetUp, Link: "peer0"},
+			{Op: netspec.OpSetUp, Link: "eth0"},
+			{Op: netspec.OpSetMaster, Link: "eth0", Master: "br-lan"},
+			{Op: netspec.OpAddAddr, Link: "br-lan", Addr: ula.String(), NoDAD: true},
+		} {
+			if err := c.Apply(a); err != nil {
+				t.Errorf("apply %s: %v", a, err)
+				return
+			}
+		}
+		obs, err := c.Observe(false, true)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		var br, port netspec.Link
+		for _, l := range obs.Links {
+			switch l.Name {
+			case "br-lan":
+				br = l
+			case "eth0":
+				port = l
+			}
+		}
+		if br.Kind != netspec.KindBridge || br.Alias != netspec.BridgeAlias || br.MAC != mac.String() || !br.Up {
+			t.Errorf("bridge %+v, want an up bridge with alias %q and MAC %s", br, netspec.BridgeAlias, mac)
+		}
+		if port.Master != "br-lan" {
+			t.Errorf("eth0 master %q, want br-lan", port.Master)
+		}
+		if st, err := c.AddrState("br-lan", ula); err != nil || st != AddrOK {
+			t.Errorf("moved backplane address state %q, %v; want ok at once (no DAD)", st, err)
+		}
+		other := "02:00:00:00:00:07"
+		if err := c.Apply(netspec.Action{Op: netspec.OpSetMAC, Link: "br-lan", MAC: other}); err != nil {
+			t.Error(err)
+			return
+		}
+		if got, err := c.HardwareAddr("br-lan"); err != nil || got.String() != other {
+			t.Errorf("bridge MAC %s, %v after set-mac, want %s", got, err, other)
 		}
 	})
 }

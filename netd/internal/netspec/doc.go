@@ -11,5 +11,9 @@
 // NIC enslaved elsewhere is released first, and a bond whose mode must
 // change is deleted and created again (the mode can only change on a bond
 // that is down and has no slaves). A NIC that loses carrier stays
-// enslaved: removing it would flap the bond.
+// enslaved: removing it would flap the bond. The LAN bridge takes its
+// port's MAC (it waits a pass while the port does not exist yet), its
+// port keeps no addresses, and an address moving from the port to the
+// bridge is added on the bridge before it is removed from the port.
+// Bridges without BridgeAlias are never named in an action.
 package netspec

@@ -14,7 +14,13 @@ const (
 	KindVeth   = "veth"
 	KindBond   = "bond"
 	KindVLAN   = "vlan"
+	KindBridge = "bridge"
 )
+
+// BridgeAlias is the alias (IFLA_IFALIAS, `ip link show` prints it)
+// netd gives the bridges it creates. A bridge without it is someone
+// else's, and netd never changes or deletes it.
+const BridgeAlias = "shoal-netd lan bridge"
 
 // Link is one observed network interface.
 type Link struct {
@@ -31,7 +37,11 @@ type Link struct {
 	Addrs    []string `json:"addrs,omitempty"`  // CIDR
 	Loopback bool     `json:"loopback,omitempty"`
 	Gateway  string   `json:"gateway,omitempty"` // the IPv4 default route's gateway through this link
+	Alias    string   `json:"alias,omitempty"`
 }
+
+// ownBridge reports whether the link is a bridge netd created.
+func (l Link) ownBridge() bool { return l.Kind == KindBridge && l.Alias == BridgeAlias }
 
 // Physical reports whether netd may put the link in a bond: a NIC
 // (kind "device") or a veth (the NIC of a node in a network namespace).
@@ -53,6 +63,9 @@ func (l Link) hasAddr(want netip.Prefix) bool {
 type Observed struct {
 	Links   []Link `json:"links"`
 	Bonding bool   `json:"bonding"` // the kernel can make bonds
+	// NoBridging: the kernel cannot make bridges (a guest kernel
+	// without the bridge module); the LAN has no bridge then.
+	NoBridging bool `json:"no_bridging,omitempty"`
 }
 
 func (o Observed) link(name string) (Link, bool) {
@@ -74,6 +87,10 @@ type Action struct {
 	MTU    int    `json:"mtu,omitempty"`    // OpSetMTU
 	VLAN   int    `json:"vlan,omitempty"`   // OpCreateVLAN
 	Addr   string `json:"addr,omitempty"`   // OpAddAddr, OpDelAddr (CIDR), OpDefaultRoute (gateway)
+	MAC    string `json:"mac,omitempty"`    // OpCreateBridge, OpSetMAC
+	// NoDAD (OpAddAddr) skips duplicate address detection: the address
+	// moves from another link of this node, where it already passed it.
+	NoDAD bool `json:"nodad,omitempty"`
 }
 
 // Op is what an action does.
@@ -92,6 +109,10 @@ const (
 	OpAddAddr      Op = "add-addr"
 	OpDelAddr      Op = "del-addr"
 	OpDefaultRoute Op = "default-route"
+	// OpCreateBridge makes a bridge with STP off, forward delay 0, the
+	// given MAC and BridgeAlias.
+	OpCreateBridge Op = "create-bridge"
+	OpSetMAC       Op = "set-mac"
 )
 
 func (a Action) String() string {
@@ -104,7 +125,14 @@ func (a Action) String() string {
 		return fmt.Sprintf("%s %s mtu=%d", a.Op, a.Link, a.MTU)
 	case OpCreateVLAN:
 		return fmt.Sprintf("%s %s parent=%s id=%d", a.Op, a.Link, a.Master, a.VLAN)
-	case OpAddAddr, OpDelAddr:
+	case OpCreateBridge, OpSetMAC:
+		return fmt.Sprintf("%s %s mac=%s", a.Op, a.Link, a.MAC)
+	case OpAddAddr:
+		if a.NoDAD {
+			return fmt.Sprintf("%s %s %s nodad", a.Op, a.Link, a.Addr)
+		}
+		return fmt.Sprintf("%s %s %s", a.Op, a.Link, a.Addr)
+	case OpDelAddr:
 		return fmt.Sprintf("%s %s %s", a.Op, a.Link, a.Addr)
 	case OpDefaultRoute:
 		return fmt.Sprintf("%s %s via=%s", a.Op, a.Link, a.Addr)
@@ -120,9 +148,13 @@ type Plan struct {
 	// (DHCP or static) and the backplane address ("" while waiting).
 	LAN       string   `json:"lan"`
 	Backplane string   `json:"backplane"`
+	Bridge    string   `json:"bridge,omitempty"`   // the LAN bridge, which is then LAN ("" without one, or while waiting)
+	LANPort   string   `json:"lan_port,omitempty"` // the bond, NIC or VLAN under Bridge: a port without addresses
 	DHCP      []string `json:"dhcp"`               // interfaces that run the DHCP client
 	Notes     []string `json:"notes,omitempty"`    // operator-facing: waiting for carrier, bonding fallback, missing NICs
 	Fallback  bool     `json:"fallback,omitempty"` // no bonding: a NIC is used directly
+
+	gone map[string]bool // links this plan deletes
 }
 
 // Inputs are the facts Plan needs besides the spec and the observation.
@@ -139,11 +171,29 @@ type Inputs struct {
 func Make(spec Spec, obs Observed, in Inputs) Plan {
 	var p Plan
 	spec = spec.WithDefaults()
+	br := spec.LAN.BridgeName()
+	for _, l := range obs.Links {
+		if l.ownBridge() && l.Name != br {
+			// Renamed or turned off in the spec: deleting it releases
+			// its ports (the LAN port and any VM taps).
+			p.Actions = append(p.Actions, Action{Op: OpDeleteLink, Link: l.Name})
+			p.delete(l.Name)
+		}
+	}
 	lanNICs := spec.LAN.NICs
 	if len(lanNICs) == 0 {
 		lanNICs = p.autoNICs(obs, spec)
 	}
 	p.LAN = p.bond(obs, spec.LAN, lanNICs, in)
+	if br != "" && p.LAN != "" && obs.NoBridging {
+		p.Notes = append(p.Notes, fmt.Sprintf("lan: the kernel has no bridge driver: the LAN addresses stay on %s and VM NICs get no LAN bridge", p.LAN))
+	} else if br != "" && p.LAN != "" {
+		port := p.LAN
+		p.LAN = p.bridge(obs, br, port)
+		if p.Bridge != "" {
+			p.LANPort = port
+		}
+	}
 	p.Backplane = p.LAN
 	if spec.Backplane != nil {
 		p.Backplane = p.bond(obs, *spec.Backplane, spec.Backplane.NICs, in)
@@ -163,7 +213,76 @@ func Make(spec Spec, obs Observed, in Inputs) Plan {
 	if p.Backplane != "" && in.BackplaneAddr.IsValid() {
 		p.backplaneAddr(obs, p.Backplane, in)
 	}
+	if p.Bridge != "" {
+		p.emptyPort(obs)
+	}
 	return p
+}
+
+func (p *Plan) delete(link string) {
+	if p.gone == nil {
+		p.gone = map[string]bool{}
+	}
+	p.gone[link] = true
+}
+
+// bridge makes the LAN bridge name over port and returns the interface
+// that carries the LAN addresses: the bridge, or port when a link of
+// that name exists that netd did not create (left alone), or "" while
+// port does not exist yet (the bridge needs its MAC).
+func (p *Plan) bridge(obs Observed, name, port string) string {
+	pl, ok := obs.link(port)
+	if !ok || pl.MAC == "" {
+		return "" // made this pass: the bridge follows once its MAC shows
+	}
+	l, exists := obs.link(name)
+	if exists && !l.ownBridge() {
+		p.Notes = append(p.Notes, fmt.Sprintf("lan: a %s named %s exists that netd did not create: netd leaves it alone and keeps the LAN addresses on %s (VMs get no LAN bridge); remove it, or name another bridge in the spec (lan.bridge)", l.Kind, name, port))
+		return port
+	}
+	if !exists {
+		p.Actions = append(p.Actions, Action{Op: OpCreateBridge, Link: name, MAC: pl.MAC})
+		l = Link{Name: name, Kind: KindBridge, MAC: pl.MAC, Alias: BridgeAlias}
+	} else if l.MAC != pl.MAC {
+		p.Actions = append(p.Actions, Action{Op: OpSetMAC, Link: name, MAC: pl.MAC})
+	}
+	if !l.Up {
+		p.Actions = append(p.Actions, Action{Op: OpSetUp, Link: name})
+	}
+	if pl.Master != name || p.gone[port] {
+		if pl.Master != "" && !p.gone[pl.Master] && !p.gone[port] {
+			p.Actions = append(p.Actions, Action{Op: OpSetNoMaster, Link: port})
+		}
+		p.Actions = append(p.Actions, Action{Op: OpSetMaster, Link: port, Master: name})
+	}
+	p.Bridge = name
+	return name
+}
+
+// emptyPort moves the addresses still on the bridge's port (an older
+// netd's, or a lease) to the bridge: added there, then removed from the
+// port. Backplane addresses are left to backplaneAddr.
+func (p *Plan) emptyPort(obs Observed) {
+	if p.gone[p.LANPort] {
+		return // made again this pass, without addresses
+	}
+	port, _ := obs.link(p.LANPort)
+	br, _ := obs.link(p.Bridge)
+	for _, a := range port.Addrs {
+		pfx, err := netip.ParsePrefix(a)
+		if err != nil || p.has(OpDelAddr, p.LANPort, pfx.String()) {
+			continue
+		}
+		if !br.hasAddr(pfx) && !p.has(OpAddAddr, p.Bridge, pfx.String()) {
+			p.Actions = append(p.Actions, Action{Op: OpAddAddr, Link: p.Bridge, Addr: pfx.String(), NoDAD: true})
+		}
+		p.Actions = append(p.Actions, Action{Op: OpDelAddr, Link: p.LANPort, Addr: pfx.String()})
+	}
+}
+
+// has reports whether the plan already holds the action.
+func (p *Plan) has(op Op, link, addr string) bool {
+	return slices.ContainsFunc(p.Actions, func(a Action) bool { return a.Op == op && a.Link == link && a.Addr == addr })
 }
 
 // autoNICs picks the default LAN members: every physical NIC with carrier,
@@ -175,11 +294,12 @@ func (p *Plan) autoNICs(obs Observed, spec Spec) []string {
 		if !l.Physical() {
 			continue
 		}
-		if l.Master != "" && l.Master != spec.LAN.Name {
+		ours := l.Master == spec.LAN.Name || p.gone[l.Master] || l.Master != "" && l.Master == spec.LAN.BridgeName() && p.ownLink(obs, l.Master)
+		if l.Master != "" && !ours {
 			continue // someone else's slave: leave it alone
 		}
 		switch {
-		case l.Master == spec.LAN.Name, l.Up && l.Carrier:
+		case ours, l.Up && l.Carrier:
 			nics = append(nics, l.Name)
 		case !l.Up:
 			p.Actions = append(p.Actions, Action{Op: OpSetUp, Link: l.Name})
@@ -189,6 +309,12 @@ func (p *Plan) autoNICs(obs Observed, spec Spec) []string {
 		p.Notes = append(p.Notes, "waiting for carrier: no NIC has a cable with a live link partner yet")
 	}
 	return nics
+}
+
+// ownLink reports whether name is a bridge netd created.
+func (p *Plan) ownLink(obs Observed, name string) bool {
+	l, ok := obs.link(name)
+	return ok && l.ownBridge()
 }
 
 // bond makes the bond b of nics (or picks one NIC without bonding) and
@@ -215,6 +341,7 @@ func (p *Plan) bond(obs Observed, b Bond, nics []string, in Inputs) string {
 		// The mode can only change on a bond that is down with no slaves:
 		// delete it (which releases them) and make it again.
 		p.Actions = append(p.Actions, Action{Op: OpDeleteLink, Link: b.Name})
+		p.delete(b.Name)
 		exists = false
 	}
 	if !exists {
@@ -253,7 +380,7 @@ func (p *Plan) direct(obs Observed, b Bond, nics []string, in Inputs) string {
 	pick := nics[0]
 	for _, n := range nics {
 		l, _ := obs.link(n)
-		if in.BackplaneAddr.IsValid() && l.hasAddr(in.BackplaneAddr) {
+		if in.BackplaneAddr.IsValid() && l.hasAddr(in.BackplaneAddr) || l.Master != "" && l.Master == b.BridgeName() && p.ownLink(obs, l.Master) {
 			pick = n
 			break
 		}
@@ -281,6 +408,7 @@ func (p *Plan) vlan(obs Observed, b Bond, parent string) string {
 	l, exists := obs.link(name)
 	if exists && (l.Kind != KindVLAN || l.VLANID != b.VLAN || l.Parent != parent) {
 		p.Actions = append(p.Actions, Action{Op: OpDeleteLink, Link: name})
+		p.delete(name)
 		exists = false
 	}
 	if !exists {
@@ -313,21 +441,29 @@ func (p *Plan) addrs(obs Observed, b Bond, iface string) {
 // backplaneAddr puts the node's ULA on iface and removes stale ones.
 func (p *Plan) backplaneAddr(obs Observed, iface string, in Inputs) {
 	want := in.BackplaneAddr
+	var dels []Action
+	moving := false
 	for _, l := range obs.Links {
+		if p.gone[l.Name] || l.Kind == KindBridge && !l.ownBridge() {
+			continue // deleted by this plan, or someone else's bridge
+		}
 		for _, a := range l.Addrs {
 			pfx, err := netip.ParsePrefix(a)
 			if err != nil || !in.backplaneContains(pfx.Addr()) {
 				continue
 			}
 			if pfx != want || l.Name != iface {
-				p.Actions = append(p.Actions, Action{Op: OpDelAddr, Link: l.Name, Addr: pfx.String()})
+				dels = append(dels, Action{Op: OpDelAddr, Link: l.Name, Addr: pfx.String()})
+				moving = moving || pfx == want
 			}
 		}
 	}
-	l, _ := obs.link(iface)
-	if !l.hasAddr(want) {
-		p.Actions = append(p.Actions, Action{Op: OpAddAddr, Link: iface, Addr: want.String()})
+	// Add before removing: when the address moves (onto a new bridge),
+	// it is never missing, and it skips the DAD it passed on the old link.
+	if l, _ := obs.link(iface); !l.hasAddr(want) {
+		p.Actions = append(p.Actions, Action{Op: OpAddAddr, Link: iface, Addr: want.String(), NoDAD: moving})
 	}
+	p.Actions = append(p.Actions, dels...)
 }
 
 // backplaneContains reports whether a is in the backplane prefix.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,14 +92,16 @@ func TestPlanConverges(t *testing.T) {
 		"default": {},
 		"split": {LAN: Bond{NICs: []string{"eth0", "eth1"}, Mode: Mode8023AD, VLAN: 20, MTU: 9000},
 			Backplane: &Bond{NICs: []string{"eth2", "eth3"}, Addresses: []string{"10.9.0.5/24"}}},
+		"no-bridge": {LAN: Bond{Bridge: new(string)}},
+		"static":    {LAN: Bond{Addresses: []string{"10.1.0.5/24"}, Gateway: "10.1.0.1"}},
 	}
 	for name, spec := range specs {
 		for _, bonding := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/bonding=%v", name, bonding), func(t *testing.T) {
 				obs := Observed{Bonding: bonding, Links: []Link{
 					{Name: "lo", Kind: KindDevice, Loopback: true, Up: true},
-					{Name: "eth0", Kind: KindDevice}, {Name: "eth1", Kind: KindDevice},
-					{Name: "eth2", Kind: KindDevice}, {Name: "eth3", Kind: KindDevice},
+					{Name: "eth0", Kind: KindDevice, MAC: "52:54:00:00:00:00"}, {Name: "eth1", Kind: KindDevice, MAC: "52:54:00:00:00:01"},
+					{Name: "eth2", Kind: KindDevice, MAC: "52:54:00:00:00:02"}, {Name: "eth3", Kind: KindDevice, MAC: "52:54:00:00:00:03"},
 				}}
 				for pass := 0; ; pass++ {
 					if pass == 5 {
@@ -119,7 +122,8 @@ func TestPlanConverges(t *testing.T) {
 }
 
 // simulate is a tiny model of the kernel: enough to apply plans, and
-// strict about the bonding rule that a slave must be down.
+// strict about the bonding rule that a slave must be down. A bond takes
+// its first slave's MAC, a VLAN its parent's.
 func simulate(t *testing.T, obs Observed, actions []Action) Observed {
 	links := map[string]*Link{}
 	var order []string
@@ -135,25 +139,47 @@ func simulate(t *testing.T, obs Observed, actions []Action) Observed {
 			links[a.Link] = &Link{Name: a.Link, Kind: KindBond, BondMode: a.Mode, MTU: 1500}
 			order = append(order, a.Link)
 		case OpCreateVLAN:
-			links[a.Link] = &Link{Name: a.Link, Kind: KindVLAN, VLANID: a.VLAN, Parent: a.Master, MTU: 1500}
+			links[a.Link] = &Link{Name: a.Link, Kind: KindVLAN, VLANID: a.VLAN, Parent: a.Master, MTU: 1500, MAC: links[a.Master].MAC}
 			order = append(order, a.Link)
+		case OpCreateBridge:
+			links[a.Link] = &Link{Name: a.Link, Kind: KindBridge, MAC: a.MAC, Alias: BridgeAlias, MTU: 1500}
+			order = append(order, a.Link)
+		case OpSetMAC:
+			l.MAC = a.MAC
 		case OpDeleteLink:
 			delete(links, a.Link)
+			for _, o := range links {
+				if o.Master == a.Link {
+					o.Master = ""
+				}
+			}
 		case OpSetUp:
 			l.Up, l.Carrier = true, true
 		case OpSetDown:
 			l.Up = false
 		case OpSetMaster:
-			if l.Up {
-				t.Fatalf("%s enslaved while up", a.Link)
+			m := links[a.Master]
+			if m == nil {
+				t.Fatalf("%s: no master %s", a, a.Master)
 			}
-			l.Master, l.Up = a.Master, true
+			if m.Kind == KindBond {
+				if l.Up {
+					t.Fatalf("%s enslaved while up", a.Link)
+				}
+				l.Up = true
+				if m.MAC == "" {
+					m.MAC = l.MAC
+				}
+			}
+			l.Master = a.Master
 		case OpSetNoMaster:
 			l.Master = ""
 		case OpSetMTU:
 			l.MTU = a.MTU
 		case OpAddAddr:
 			l.Addrs = append(l.Addrs, a.Addr)
+		case OpDelAddr:
+			l.Addrs = slices.DeleteFunc(l.Addrs, func(x string) bool { return x == a.Addr })
 		case OpDefaultRoute:
 			l.Gateway = a.Addr
 		default:
@@ -168,4 +194,82 @@ func simulate(t *testing.T, obs Observed, actions []Action) Observed {
 		}
 	}
 	return out
+}
+
+// TestBridgeOnePass: from each observation, applying one plan reaches the
+// fixed point (a second pass plans nothing); addresses that move to the
+// bridge are added there before they leave the port; foreign bridges
+// and their ports are never named in an action.
+func TestBridgeOnePass(t *testing.T) {
+	in := Inputs{
+		BackplaneAddr:   netip.MustParsePrefix("fd53:686f:616c::1234:5678:9abc:def0/64"),
+		BackplanePrefix: netip.MustParsePrefix("fd53:686f:616c::/64"),
+	}
+	bp := in.BackplaneAddr.String()
+	foreign := Link{Name: "br0", Kind: KindBridge, Up: true, MAC: "02:00:00:00:00:99", Addrs: []string{"192.168.5.1/24", "fd53:686f:616c::99/64"}}
+	foreignPort := Link{Name: "veth9", Kind: KindVeth, Up: true, Carrier: true, Master: "br0", MAC: "02:00:00:00:00:98"}
+	tests := []struct {
+		name    string
+		spec    Spec
+		obs     Observed
+		wantLAN string
+		moved   []string // addresses that must be added on the bridge before leaving the port
+	}{
+		{name: "upgrade from addresses on the bond", obs: Observed{Bonding: true, Links: []Link{
+			{Name: "eth0", Kind: KindDevice, Up: true, Carrier: true, Master: "bond0", MAC: "52:54:00:00:00:00"},
+			{Name: "bond0", Kind: KindBond, BondMode: ModeActiveBackup, Up: true, MAC: "52:54:00:00:00:00", Addrs: []string{"10.88.0.12/24", bp}},
+			foreign, foreignPort,
+		}}, wantLAN: "br-lan", moved: []string{"10.88.0.12/24", bp}},
+		{name: "upgrade from addresses on the NIC", obs: Observed{Links: []Link{
+			{Name: "eth0", Kind: KindVeth, Up: true, Carrier: true, MAC: "52:54:00:00:00:00", Addrs: []string{"10.88.0.12/24", bp}},
+			foreign, foreignPort,
+		}}, wantLAN: "br-lan", moved: []string{"10.88.0.12/24", bp}},
+		{name: "vlan", spec: Spec{LAN: Bond{VLAN: 7}}, obs: Observed{Bonding: true, Links: []Link{
+			{Name: "eth0", Kind: KindDevice, Up: true, Carrier: true, Master: "bond0", MAC: "52:54:00:00:00:00"},
+			{Name: "bond0", Kind: KindBond, BondMode: ModeActiveBackup, Up: true, MAC: "52:54:00:00:00:00"},
+			{Name: "bond0.7", Kind: KindVLAN, VLANID: 7, Parent: "bond0", Up: true, MAC: "52:54:00:00:00:00", Addrs: []string{bp}},
+		}}, wantLAN: "br-lan", moved: []string{bp}},
+		{name: "bond mode change under the bridge", spec: Spec{LAN: Bond{Mode: Mode8023AD}}, obs: Observed{Bonding: true, Links: []Link{
+			{Name: "eth0", Kind: KindDevice, Up: true, Carrier: true, Master: "bond0", MAC: "52:54:00:00:00:00"},
+			{Name: "bond0", Kind: KindBond, BondMode: ModeActiveBackup, Up: true, Master: "br-lan", MAC: "52:54:00:00:00:00"},
+			{Name: "br-lan", Kind: KindBridge, Alias: BridgeAlias, Up: true, MAC: "52:54:00:00:00:00", Addrs: []string{bp}},
+		}}, wantLAN: "br-lan"},
+		{name: "bridge turned off", spec: Spec{LAN: Bond{Bridge: new(string)}}, obs: Observed{Links: []Link{
+			{Name: "eth0", Kind: KindVeth, Up: true, Carrier: true, Master: "br-lan", MAC: "52:54:00:00:00:00"},
+			{Name: "br-lan", Kind: KindBridge, Alias: BridgeAlias, Up: true, MAC: "52:54:00:00:00:00", Addrs: []string{bp}},
+			foreign, foreignPort,
+		}}, wantLAN: "eth0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Make(tt.spec, tt.obs, in)
+			if p.LAN != tt.wantLAN {
+				t.Errorf("LAN %q, want %q:\n%s", p.LAN, tt.wantLAN, render(p))
+			}
+			for _, a := range p.Actions {
+				if a.Link == "br0" || a.Link == "veth9" || a.Master == "br0" {
+					t.Errorf("action %s touches the foreign bridge br0", a)
+				}
+			}
+			for _, addr := range tt.moved {
+				add := slices.IndexFunc(p.Actions, func(a Action) bool { return a.Op == OpAddAddr && a.Link == p.LAN && a.Addr == addr })
+				del := slices.IndexFunc(p.Actions, func(a Action) bool { return a.Op == OpDelAddr && a.Link == p.LANPort && a.Addr == addr })
+				if add < 0 || del < 0 || add > del || !p.Actions[add].NoDAD {
+					t.Errorf("%s: want add-addr on %s (nodad) before del-addr on %s:\n%s", addr, p.LAN, p.LANPort, render(p))
+				}
+			}
+			obs := simulate(t, tt.obs, p.Actions)
+			if p2 := Make(tt.spec, obs, in); len(p2.Actions) != 0 || p2.LAN != tt.wantLAN {
+				t.Errorf("second pass is not a no-op:\n%s", render(p2))
+			}
+			for _, l := range obs.Links {
+				if l.Name == p.LANPort && len(l.Addrs) > 0 {
+					t.Errorf("bridge port %s keeps addresses %v", l.Name, l.Addrs)
+				}
+				if l.Name == p.Bridge && l.MAC != "52:54:00:00:00:00" {
+					t.Errorf("bridge MAC %s, want the port's 52:54:00:00:00:00", l.MAC)
+				}
+			}
+		})
+	}
 }

@@ -21,6 +21,7 @@ const (
 const (
 	DefaultLANBond       = "bond0"
 	DefaultBackplaneBond = "bond1"
+	DefaultLANBridge     = "br-lan"
 	DefaultMiimon        = 100
 )
 
@@ -46,6 +47,11 @@ type Bond struct {
 	Addresses []string `json:"addresses,omitempty"` // static addresses in CIDR form
 	Gateway   string   `json:"gateway,omitempty"`   // static default gateway (IPv4)
 	DNS       []string `json:"dns,omitempty"`       // static DNS servers
+	// Bridge (LAN only) is the bridge over the LAN interface that
+	// carries the node's addresses and that VM NICs join as taps. nil:
+	// br-lan; "": no bridge, the addresses sit on the bond (or NIC, or
+	// VLAN) itself.
+	Bridge *string `json:"bridge,omitempty"`
 }
 
 var ifname = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
@@ -72,6 +78,10 @@ func Parse(b []byte) (Spec, error) {
 // WithDefaults returns s with empty fields set to their defaults.
 func (s Spec) WithDefaults() Spec {
 	s.LAN = s.LAN.withDefaults(DefaultLANBond, true)
+	if s.LAN.Bridge == nil {
+		br := DefaultLANBridge
+		s.LAN.Bridge = &br
+	}
 	if s.Backplane != nil {
 		b := s.Backplane.withDefaults(DefaultBackplaneBond, false)
 		s.Backplane = &b
@@ -90,10 +100,22 @@ func (b Bond) withDefaults(name string, lan bool) Bond {
 		on := lan && len(b.Addresses) == 0
 		b.DHCP = &on
 	}
+	if b.Bridge != nil {
+		br := *b.Bridge
+		b.Bridge = &br
+	}
 	b.NICs = slices.Clone(b.NICs)
 	b.Addresses = slices.Clone(b.Addresses)
 	b.DNS = slices.Clone(b.DNS)
 	return b
+}
+
+// BridgeName is the name of the bond's bridge, "" for none.
+func (b Bond) BridgeName() string {
+	if b.Bridge == nil {
+		return ""
+	}
+	return *b.Bridge
 }
 
 // DHCPOn reports whether the bond runs the DHCP client.
@@ -110,6 +132,12 @@ func (s Spec) Validate() error {
 	bp := *s.Backplane
 	if err := bp.validate("backplane"); err != nil {
 		return err
+	}
+	if bp.BridgeName() != "" {
+		return fmt.Errorf("%w: backplane: only the lan has a bridge (VM NICs join the LAN side)", ErrBadSpec)
+	}
+	if br := s.LAN.BridgeName(); br != "" && (br == bp.Name || slices.Contains(bp.NICs, br)) {
+		return fmt.Errorf("%w: lan bridge %q has the name of a backplane link", ErrBadSpec, br)
 	}
 	if len(bp.NICs) == 0 {
 		return fmt.Errorf("%w: backplane: name its NICs (only the LAN bond may take every NIC with carrier)", ErrBadSpec)
@@ -158,6 +186,14 @@ func (b Bond) validate(what string) error {
 	}
 	if b.VLAN != 0 && len(VLANName(b.Name, b.VLAN)) > 15 {
 		return bad("vlan interface name %q is longer than 15 characters: use a shorter bond name", VLANName(b.Name, b.VLAN))
+	}
+	if br := b.BridgeName(); br != "" {
+		if !ifname.MatchString(br) {
+			return bad("bridge %q is not an interface name (1-15 of a-z A-Z 0-9 _ . -)", br)
+		}
+		if br == b.Name || seen[br] || (b.VLAN != 0 && br == VLANName(b.Name, b.VLAN)) {
+			return bad("bridge %q has the name of the bond, its VLAN or one of its NICs", br)
+		}
 	}
 	for _, a := range b.Addresses {
 		if _, err := netip.ParsePrefix(a); err != nil {

@@ -9,17 +9,28 @@ import (
 
 func TestParse(t *testing.T) {
 	on, off := true, false
+	brlan, br0, nobr := "br-lan", "br0", ""
 	tests := []struct {
 		name, in string
 		want     Spec
 		bad      bool
 	}{
 		{name: "empty object is the default", in: `{}`,
-			want: Spec{LAN: Bond{Name: "bond0", Mode: ModeActiveBackup, DHCP: &on}}},
+			want: Spec{LAN: Bond{Name: "bond0", Mode: ModeActiveBackup, DHCP: &on, Bridge: &brlan}}},
+		{name: "bridge renamed", in: `{"lan":{"bridge":"br0"}}`,
+			want: Spec{LAN: Bond{Name: "bond0", Mode: ModeActiveBackup, DHCP: &on, Bridge: &br0}}},
+		{name: "bridge off", in: `{"lan":{"bridge":""}}`,
+			want: Spec{LAN: Bond{Name: "bond0", Mode: ModeActiveBackup, DHCP: &on, Bridge: &nobr}}},
+		{name: "bridge named like the bond", in: `{"lan":{"bridge":"bond0"}}`, bad: true},
+		{name: "bridge named like the vlan", in: `{"lan":{"vlan":5,"bridge":"bond0.5"}}`, bad: true},
+		{name: "bridge named like a NIC", in: `{"lan":{"nics":["eth0"],"bridge":"eth0"}}`, bad: true},
+		{name: "bridge name too long", in: `{"lan":{"bridge":"br-lan-too-long-x"}}`, bad: true},
+		{name: "bridge on the backplane", in: `{"lan":{"nics":["eth0"]},"backplane":{"nics":["eth1"],"bridge":"br1"}}`, bad: true},
+		{name: "bridge named like the backplane", in: `{"lan":{"nics":["eth0"],"bridge":"bond1"},"backplane":{"nics":["eth1"]}}`, bad: true},
 		{name: "static lan turns dhcp off", in: `{"lan":{"addresses":["192.0.2.5/24"],"gateway":"192.0.2.1","dns":["192.0.2.53"]}}`,
-			want: Spec{LAN: Bond{Name: "bond0", Mode: ModeActiveBackup, DHCP: &off, Addresses: []string{"192.0.2.5/24"}, Gateway: "192.0.2.1", DNS: []string{"192.0.2.53"}}}},
+			want: Spec{LAN: Bond{Name: "bond0", Mode: ModeActiveBackup, DHCP: &off, Addresses: []string{"192.0.2.5/24"}, Gateway: "192.0.2.1", DNS: []string{"192.0.2.53"}, Bridge: &brlan}}},
 		{name: "split", in: `{"lan":{"nics":["eth0"],"mode":"802.3ad","vlan":7},"backplane":{"nics":["eth1"],"mtu":9000}}`,
-			want: Spec{LAN: Bond{Name: "bond0", NICs: []string{"eth0"}, Mode: Mode8023AD, VLAN: 7, DHCP: &on},
+			want: Spec{LAN: Bond{Name: "bond0", NICs: []string{"eth0"}, Mode: Mode8023AD, VLAN: 7, DHCP: &on, Bridge: &brlan},
 				Backplane: &Bond{Name: "bond1", NICs: []string{"eth1"}, Mode: ModeActiveBackup, MTU: 9000, DHCP: &off}}},
 		{name: "unknown field", in: `{"lan":{"nic":["eth0"]}}`, bad: true},
 		{name: "bad mode", in: `{"lan":{"mode":"round-robin"}}`, bad: true},
@@ -58,7 +69,8 @@ func TestParse(t *testing.T) {
 // and a parsed spec plans without panicking.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{`{}`, `{"lan":{"nics":["eth0","eth1"],"mode":"802.3ad","vlan":3,"mtu":9000}}`,
-		`{"lan":{"nics":["a"]},"backplane":{"nics":["b"],"addresses":["10.0.0.1/8"],"gateway":"10.0.0.254"}}`, `null`, `[]`} {
+		`{"lan":{"nics":["a"]},"backplane":{"nics":["b"],"addresses":["10.0.0.1/8"],"gateway":"10.0.0.254"}}`, `null`, `[]`,
+		`{"lan":{"bridge":""}}`, `{"lan":{"bridge":"br0","vlan":9}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -147,26 +147,50 @@ type Iface struct {
 	Addrs []string // without prefix length, IPv4 and IPv6 including link-local
 }
 
-// NodeIfaceInfo returns the MAC and addresses of node's eth0.
+// NodeIfaceInfo returns the MAC of node's eth0 and the node's addresses on
+// it: those on eth0 itself, and when eth0 is a port of a bridge (netd's
+// LAN bridge, which carries the node's addresses and eth0's MAC) those on
+// the bridge.
 func NodeIfaceInfo(ctx context.Context, tag, node string) (Iface, error) {
-	out, err := Run(ctx, "ip", "-n", NodeName(tag, node), "-j", "addr", "show", "dev", NodeIface)
+	l, err := ifaceAddrs(ctx, tag, node, NodeIface)
 	if err != nil {
 		return Iface{}, err
 	}
-	var links []struct {
-		Address  string `json:"address"`
-		AddrInfo []struct {
-			Local string `json:"local"`
-		} `json:"addr_info"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		return Iface{}, fmt.Errorf("parse ip addr output %q: %v", out, err)
-	}
-	ifc := Iface{MAC: links[0].Address}
-	for _, a := range links[0].AddrInfo {
+	ifc := Iface{MAC: l.Address}
+	for _, a := range l.AddrInfo {
 		ifc.Addrs = append(ifc.Addrs, a.Local)
 	}
+	if l.Master != "" {
+		m, err := ifaceAddrs(ctx, tag, node, l.Master)
+		if err != nil {
+			return Iface{}, err
+		}
+		for _, a := range m.AddrInfo {
+			ifc.Addrs = append(ifc.Addrs, a.Local)
+		}
+	}
 	return ifc, nil
+}
+
+// ipLink is one link of `ip -j addr show`.
+type ipLink struct {
+	Address  string `json:"address"`
+	Master   string `json:"master"`
+	AddrInfo []struct {
+		Local string `json:"local"`
+	} `json:"addr_info"`
+}
+
+func ifaceAddrs(ctx context.Context, tag, node, dev string) (ipLink, error) {
+	out, err := Run(ctx, "ip", "-n", NodeName(tag, node), "-j", "addr", "show", "dev", dev)
+	if err != nil {
+		return ipLink{}, err
+	}
+	var links []ipLink
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		return ipLink{}, fmt.Errorf("parse ip addr output %q: %v", out, err)
+	}
+	return links[0], nil
 }
 
 // List returns the namespaces whose names start with prefix, sorted.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 )
@@ -116,5 +117,54 @@ func TestFastSwitchCablePartition(t *testing.T) {
 	}
 	if !ping(tag, "a", "fd53:686f:616c::12") {
 		t.Error("a cannot reach b after heal")
+	}
+}
+
+// TestNodeIfaceInfoBridged: when netd has made eth0 a port of its LAN
+// bridge, the node's addresses sit on the bridge, and NodeIfaceInfo
+// reports them with eth0's MAC.
+func TestNodeIfaceInfoBridged(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	tag := fmt.Sprintf("b%d", os.Getpid()%100000)
+	t.Cleanup(func() {
+		names, _ := List(ctx, Prefix+tag+"-")
+		for _, n := range names {
+			if err := Delete(ctx, n); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if err := CreateSwitch(ctx, tag, "10.88.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := AddNode(ctx, tag, "a"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := NodeIfaceInfo(ctx, tag, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := NodeName(tag, "a")
+	for _, args := range [][]string{
+		{"link", "add", "br-lan", "type", "bridge"},
+		{"link", "set", "br-lan", "address", before.MAC},
+		{"link", "set", NodeIface, "master", "br-lan"},
+		{"addr", "add", "10.88.0.21/24", "dev", "br-lan"},
+		{"link", "set", "br-lan", "up"},
+	} {
+		if _, err := Run(ctx, "ip", append([]string{"-n", ns}, args...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := NodeIfaceInfo(ctx, tag, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.MAC != before.MAC {
+		t.Errorf("MAC = %s, want eth0's %s", got.MAC, before.MAC)
+	}
+	if !slices.Contains(got.Addrs, "10.88.0.21") {
+		t.Errorf("addresses %v lack the bridge's 10.88.0.21", got.Addrs)
 	}
 }
