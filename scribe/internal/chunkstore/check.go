@@ -67,10 +67,10 @@ func (s *Store) Check(ctx context.Context) error {
 	if err != nil {
 		bad("%w", err)
 	}
-	sealed := s.j.sealed()
+	open := s.j.position()
 	for _, jb := range jblocks {
-		if jb.Seq > sealed {
-			bad("journal block %d is newer than the last sealed block %d: %w", jb.Seq, sealed, ErrCorrupt)
+		if jb.Seq > open.Seq {
+			bad("journal block %d is newer than the open block %d: %w", jb.Seq, open.Seq, ErrCorrupt)
 		}
 		for _, e := range jb.Entries {
 			journaled[uint64(e.Slot)] = append(journaled[uint64(e.Slot)], seqEntry{jb.Seq, e})
@@ -104,12 +104,14 @@ func (s *Store) Check(ctx context.Context) error {
 			bad("slot %d is used on disk (extent %d of VSD %s) but free in memory", slot, h.Extent, h.VSD)
 			continue
 		}
-		if h.JSeq > sealed {
-			bad("slot %d: record includes journal block %d, newer than the last sealed block %d", slot, h.JSeq, sealed)
+		if h.JSeq > open.Seq {
+			bad("slot %d: record includes journal block %d, newer than the open block %d", slot, h.JSeq, open.Seq)
 		}
 		for _, se := range journaled[slot] {
-			if se.seq > h.JSeq && se.e.Which != jmark {
-				binary.LittleEndian.PutUint32(rec[headerSize+4*(int(se.e.Which)*blocks+int(se.e.Block)):], se.e.Sum)
+			if (jpos{h.JSeq, int(h.JIdx)}).newer(se.seq, int(se.e.Idx)) {
+				se.e.apply(func(which uint8, block int, sum uint32) {
+					binary.LittleEndian.PutUint32(rec[headerSize+4*(int(which)*blocks+block):], sum)
+				})
 			}
 		}
 		c.mu.RLock()

@@ -71,6 +71,24 @@ func alignedBuf(n int) []byte {
 	return b[skip : skip+n : skip+n]
 }
 
+// maxPooledBounce is the largest bounce buffer bouncePool keeps.
+const maxPooledBounce = 1 << 20
+
+// bouncePool holds aligned buffers of maxPooledBounce bytes for
+// transfers whose memory is not aligned (O_DIRECT), so a misaligned 1 MiB
+// write costs a copy but no allocation.
+var bouncePool = sync.Pool{New: func() any { b := alignedBuf(maxPooledBounce); return &b }}
+
+// bounce returns n aligned bytes (not zeroed) and a function giving
+// them back.
+func bounce(n int) ([]byte, func()) {
+	if n > maxPooledBounce {
+		return alignedBuf(n), func() {}
+	}
+	bp := bouncePool.Get().(*[]byte)
+	return (*bp)[:n], func() { bouncePool.Put(bp) }
+}
+
 func aligned(p []byte, off int64) (offOK, memOK bool) {
 	offOK = off%alignment == 0 && len(p)%alignment == 0
 	memOK = len(p) == 0 || uintptr(unsafe.Pointer(&p[0]))%alignment == 0
@@ -88,7 +106,8 @@ func (d *FileDevice) ReadAt(p []byte, off int64) (int, error) {
 	}
 	start := off / alignment * alignment
 	end := roundUp(off+int64(len(p)), alignment)
-	buf := alignedBuf(int(end - start))
+	buf, put := bounce(int(end - start))
+	defer put()
 	n, err := d.f.ReadAt(buf, start)
 	got := max(0, min(len(p), n-int(off-start)))
 	copy(p, buf[off-start:])
@@ -112,8 +131,10 @@ func (d *FileDevice) WriteAt(p []byte, off int64) (int, error) {
 	}
 	start := off / alignment * alignment
 	end := roundUp(off+int64(len(p)), alignment)
-	buf := alignedBuf(int(end - start))
+	buf, put := bounce(int(end - start))
+	defer put()
 	if !offOK {
+		clear(buf) // past the end of the file reads nothing
 		if _, err := d.f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
 			return 0, fmt.Errorf("read-modify-write at %d: %w", start, err)
 		}
@@ -160,7 +181,7 @@ func (o Op) String() string {
 }
 
 // FailpointDevice wraps a Device so tests can inject errors (EIO, ENOSPC)
-// into chosen operations.
+// into chosen operations, and torn writes (see TornWrite).
 type FailpointDevice struct {
 	Device
 
@@ -172,7 +193,8 @@ type FailpointDevice struct {
 func NewFailpointDevice(d Device) *FailpointDevice { return &FailpointDevice{Device: d} }
 
 // Set installs hook (nil removes it); a non-nil error it returns fails
-// the operation before it reaches the device.
+// the operation before it reaches the device, except a TornWrite, which
+// fails a write after its first Bytes bytes reached it.
 func (d *FailpointDevice) Set(hook func(op Op, off int64, n int) error) {
 	d.mu.Lock()
 	d.hook = hook
@@ -197,9 +219,26 @@ func (d *FailpointDevice) ReadAt(p []byte, off int64) (int, error) {
 	return d.Device.ReadAt(p, off)
 }
 
+// TornWrite is a failpoint error that tears a write: its first Bytes
+// bytes reach the device, then it fails with Err (as when the process or
+// the power dies in the middle of it).
+type TornWrite struct {
+	Bytes int
+	Err   error
+}
+
+func (e *TornWrite) Error() string { return fmt.Sprintf("torn after %d bytes: %v", e.Bytes, e.Err) }
+
+func (e *TornWrite) Unwrap() error { return e.Err }
+
 // WriteAt implements Device.
 func (d *FailpointDevice) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.fail(OpWrite, off, len(p)); err != nil {
+		var torn *TornWrite
+		if errors.As(err, &torn) && torn.Bytes > 0 {
+			n, _ := d.Device.WriteAt(p[:min(torn.Bytes, len(p))], off)
+			return n, err
+		}
 		return 0, err
 	}
 	return d.Device.WriteAt(p, off)

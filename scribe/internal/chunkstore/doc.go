@@ -7,7 +7,8 @@
 //	0        superblock (4 KiB), magic "SHOALDSK", CRC-32C in its last 4 bytes
 //	4 KiB    backup copy of the superblock
 //	8 KiB    chunk records, one per chunk (4 KiB each for 1 MiB chunks)
-//	then     checksum journal: a ring of 4 KiB blocks (journal.go)
+//	then     checksum journal: two open-block slots, then a ring of
+//	         4 KiB blocks (journal.go)
 //	aligned  chunk area: chunk i at DataOffset + i*ChunkSize
 //
 // A chunk record holds a 512-byte header (state, format nonce, VSD ID,
@@ -22,20 +23,25 @@
 // ignored through the nonce, so formatting never has to zero the table.
 //
 // The journal makes an overwrite (every block already written, header
-// unchanged, at most 64 blocks) one device write, the data: its new
-// checksums go into memory and into the journal's open block, written
-// when it fills, on Sync (before the fdatasync), and before any record of
-// that chunk is written. Before the first such write to a chunk since its
-// record was last written, a mark entry for the chunk is written (and
-// waited for): on Open, after replaying the journal entries newer than
-// each record (the record's JSeq says which it includes), every written
-// block of a marked chunk that matches neither slot takes the checksum of
-// its data; it holds a write that completed but was never synced. When
-// three quarters of the ring are in use, a writer (holding no chunk lock)
-// checkpoints: it writes the record of every chunk with journaled
-// checksums and syncs, after which those blocks may be reused. If a
-// journal block write fails, Sync writes those records instead (or
-// fails).
+// unchanged, entries fitting one journal block: up to a whole 1 MiB
+// chunk, as run entries) one device write, the data: its new checksums go
+// into memory and into the journal's open block. Sync (before the
+// fdatasync) rewrites the open block in place, alternating between two
+// open slots so a torn write never destroys the last good copy; only a
+// full block is sealed into the ring. A record carries the journal
+// position (block, entry index) up to which it includes its chunk's
+// entries, so writing a record never waits for the journal. Before the
+// first such write to a chunk since its record was last written, a mark
+// entry for the chunk is written (and waited for): on Open, after
+// replaying the journal entries after each record's position, every
+// written block of a marked chunk that matches neither slot takes the
+// checksum of its data; it holds a write that completed but whose entry
+// never reached the disk. When three quarters of the ring are sealed, a
+// writer (holding no chunk lock) checkpoints: it writes the record of
+// every chunk with journaled checksums, marks each again right after
+// (so it stays one write per overwrite), and syncs, after which those
+// blocks may be reused. If a sealed block's write fails, Sync writes
+// those records instead (or fails).
 //
 // Invariants:
 //   - A read never returns bytes whose checksum does not match: it returns
@@ -49,18 +55,22 @@
 //   - Format never overwrites a disk that holds any non-zero byte in its
 //     first 64 KiB unless FormatOptions.Force is set.
 //   - Write with fua, and Sync, return only once data and metadata are on
-//     stable storage (journal block written, then fdatasync).
-//   - A record on disk with JSeq j includes every journal entry of its
-//     chunk in blocks up to j; entries in later blocks were made after it.
-//     Journal blocks are only reused once a checkpoint has written every
-//     record they describe.
+//     stable storage (open block written, then fdatasync).
+//   - A record on disk at journal position (s, n) includes every journal
+//     entry of its chunk before it (blocks before s, the first n units of
+//     s); entries after it were made after the record. Ring blocks are
+//     only reused once a checkpoint has written every record they
+//     describe. Of the two open slots, a write never goes to the one
+//     holding the last good copy of the open block.
+//   - Data is written ahead of its checksums only in a chunk whose mark
+//     (after its record's position) is on disk.
 //
 // Concurrency: a Store is safe for concurrent use. Each chunk has a
 // read-write lock: writes to one chunk are serialised, reads share it, and
 // chunks proceed in parallel. The chunk table is guarded by one mutex.
 //
-// Sync is a group commit: concurrent callers share one device sync that
-// started after they called.
+// Sync is a group commit: concurrent callers share one open-block write
+// and one device sync that started after they called.
 //
 // Caveats: the whole record table (2 KiB of checksums per MiB of data)
 // is kept in memory. After a power loss (not a process crash) a block
@@ -72,7 +82,7 @@
 // rotten in that window is taken as written data (its checksum is
 // recomputed on Open): the price of one device write per overwrite. A
 // first write to a block costs three device writes (record, data,
-// header), an overwrite one plus a share of a journal block, and the
-// first overwrite of a chunk after its record was written two (mark,
-// data).
+// header), an overwrite one plus a share of a journal block (a FLUSH one
+// open-block write), and the first overwrite of a chunk after its record
+// was written by anything but a checkpoint two (mark, data).
 package chunkstore

@@ -18,7 +18,7 @@ const (
 	MaxChunkSize = 8 << 20 // the written-block bitmap must fit the 512-byte header
 
 	superMagic    = "SHOALDSK"
-	formatVersion = 2
+	formatVersion = 3
 	superSize     = 4096
 	metaOffset    = 2 * superSize
 	headerSize    = 512
@@ -30,9 +30,11 @@ const (
 	// generation (u64) then MaxMembers disk IDs. The written-block bitmap
 	// (at most 256 bytes for 8 MiB chunks) ends before it.
 	stampOffset = 384
-	// jseqOffset holds, in a record header, the journal sequence number
-	// up to which the record includes its chunk's journal entries.
+	// jseqOffset holds, in a record header, the journal position up to
+	// which the record includes its chunk's journal entries: the block
+	// sequence (u64), then at jidxOffset the entry index in it (u32).
 	jseqOffset = 440
+	jidxOffset = 448
 )
 
 // MaxMembers is the most replicas a Stamp names.
@@ -76,8 +78,9 @@ type Superblock struct {
 	DataOffset uint64
 	// Nonce is random per format; chunk records carry it.
 	Nonce uint64
-	// JournalOffset and JournalBlocks locate the checksum journal: a ring
-	// of 4 KiB blocks after the record table (see journal.go).
+	// JournalOffset and JournalBlocks locate the checksum journal after
+	// the record table: two 4 KiB slots for the open block, then a ring
+	// of JournalBlocks 4 KiB blocks (see journal.go).
 	JournalOffset uint64
 	JournalBlocks uint64
 }
@@ -98,6 +101,16 @@ func (sb Superblock) chunkOffset(slot uint64) int64 {
 	return int64(sb.DataOffset) + int64(slot)*int64(sb.ChunkSize)
 }
 
+// ringOffset is where journal block seq lives in the ring.
+func (sb Superblock) ringOffset(seq uint64) int64 {
+	return int64(sb.JournalOffset) + int64(journalOpenSlots+seq%sb.JournalBlocks)*BlockSize
+}
+
+// openSlotOffset is where open-block slot k (0 or 1) lives.
+func (sb Superblock) openSlotOffset(k int) int64 {
+	return int64(sb.JournalOffset) + int64(k)*BlockSize
+}
+
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
 // journalBlocksFor is the journal size of a disk of size bytes: one
@@ -113,10 +126,11 @@ func layout(size int64, chunkSize uint32) (Superblock, error) {
 	sb := Superblock{Version: formatVersion, ChunkSize: chunkSize, DiskSize: uint64(size)}
 	rs := sb.recordSize()
 	jb := journalBlocksFor(size)
-	n := min((size-metaOffset-jb*BlockSize)/(rs+int64(chunkSize)), maxChunks)
+	area := (jb + journalOpenSlots) * BlockSize
+	n := min((size-metaOffset-area)/(rs+int64(chunkSize)), maxChunks)
 	for ; n > 0; n-- {
 		journal := metaOffset + n*rs
-		data := roundUp(journal+jb*BlockSize, int64(chunkSize))
+		data := roundUp(journal+area, int64(chunkSize))
 		if data+n*int64(chunkSize) <= size {
 			sb.ChunkCount, sb.DataOffset = uint64(n), uint64(data)
 			sb.JournalOffset, sb.JournalBlocks = uint64(journal), uint64(jb)
@@ -196,9 +210,11 @@ type header struct {
 	Generation uint64
 	Written    []byte // one bit per block
 	Stamp      Stamp
-	// JSeq: the record includes every journal entry of its chunk in
-	// journal blocks up to this sequence number; later ones are replayed.
+	// JSeq and JIdx: the record includes every journal entry of its
+	// chunk in journal blocks before JSeq and the entries before index
+	// JIdx of block JSeq; later ones are replayed.
 	JSeq uint64
+	JIdx uint32
 }
 
 func (h header) encode(nonce uint64, blocks int) []byte {
@@ -221,6 +237,7 @@ func (h header) encode(nonce uint64, blocks int) []byte {
 		copy(b[stampOffset+8+16*i:], m[:])
 	}
 	le.PutUint64(b[jseqOffset:], h.JSeq)
+	le.PutUint32(b[jidxOffset:], h.JIdx)
 	le.PutUint32(b[headerSize-4:], crc(b[:headerSize-4]))
 	return b
 }
@@ -247,11 +264,15 @@ func decodeHeader(b []byte, nonce uint64, slot uint64, blocks int) (h header, ok
 		Generation: le.Uint64(b[56:]),
 		Written:    bytes.Clone(b[64 : 64+blocks/8]),
 		JSeq:       le.Uint64(b[jseqOffset:]),
+		JIdx:       le.Uint32(b[jidxOffset:]),
 	}
 	copy(h.VSD[:], b[24:])
 	h.Stamp.Gen = le.Uint64(b[stampOffset:])
 	for i := range h.Stamp.Members {
 		copy(h.Stamp.Members[i][:], b[stampOffset+8+16*i:])
+	}
+	if h.JIdx > journalMaxEntries {
+		return header{}, false, fmt.Errorf("record %d names journal entry %d: %w", slot, h.JIdx, ErrCorrupt)
 	}
 	if h.Slot != slot {
 		return header{}, false, fmt.Errorf("record %d names slot %d: %w", slot, h.Slot, ErrCorrupt)

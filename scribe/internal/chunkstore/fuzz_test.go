@@ -39,7 +39,7 @@ func FuzzDecodeSuperblock(f *testing.F) {
 
 func FuzzDecodeHeader(f *testing.F) {
 	const nonce, blocks = 77, 256
-	h := header{Used: true, Slot: 5, VSD: ID{3}, Extent: 9, Epoch: 2, Generation: 4, Written: make([]byte, blocks/8)}
+	h := header{Used: true, Slot: 5, VSD: ID{3}, Extent: 9, Epoch: 2, Generation: 4, Written: make([]byte, blocks/8), JSeq: 12, JIdx: 30}
 	h.Written[3] = 0x81
 	f.Add(h.encode(nonce, blocks), uint64(5))
 	f.Add(make([]byte, headerSize), uint64(0))

@@ -9,42 +9,76 @@ import (
 	"sync"
 )
 
-// The checksum journal: a ring of 4 KiB blocks after the record table.
-// An overwrite of blocks that are already written, with no change to the
-// chunk header, puts its new checksums in journal entries instead of
-// rewriting the chunk's record; concurrent writers share one journal
-// block write (group commit). See doc.go for the rules.
+// The checksum journal: two slots for the open block, then a ring of
+// 4 KiB blocks, after the record table. An overwrite of blocks that are
+// already written, with no change to the chunk header, puts its new
+// checksums in journal entries instead of rewriting the chunk's record.
+// The open block collects entries; Sync (and a mark that must be
+// durable) rewrites it in place in one of the two open slots, alternating
+// so a torn write never destroys the last good copy; only a full block is
+// sealed into the ring. A record names the journal position (block,
+// entry index) up to which it includes its chunk's entries. See doc.go
+// for the rules.
 
 const (
 	journalMagic      = 0x4c4e524a // "JRNL"
 	journalHeaderSize = 24
 	journalEntrySize  = 16
-	// journalMaxEntries fit one block before its trailing CRC.
+	// journalMaxEntries is how many 16-byte entry units fit one block
+	// before its trailing CRC.
 	journalMaxEntries = (BlockSize - 4 - journalHeaderSize) / journalEntrySize
-	// journalMaxWriteBlocks: larger writes rewrite the record instead
-	// (one record write per many blocks costs less than the entries).
-	journalMaxWriteBlocks = 64
+	// journalOpenSlots is the number of slots the open block alternates
+	// between, before the ring.
+	journalOpenSlots = 2
 	// jmark is the Which of a mark entry.
 	jmark = 2
+	// jrunA and jrunA+1 are the Which of a run entry setting checksum
+	// slot A or B of consecutive blocks; its checksums follow it, four
+	// per 16-byte unit.
+	jrunA = 3
+	// jrunMin is the shortest run written as a run entry (shorter ones
+	// cost no more as single entries).
+	jrunMin = 3
 )
 
-// A journaled write's entries (and its mark) always fit one block: add
-// relies on it.
-const _ = uint(journalMaxEntries - journalMaxWriteBlocks - 1)
-
-// jentry sets checksum slot Which of block Block of the chunk in Slot,
-// or with Which == jmark marks the chunk (Block and Sum zero): its data
-// may be ahead of its checksums (see doc.go).
+// jentry sets checksum slot Which of block Block of the chunk in Slot;
+// with Which == jmark it marks the chunk (Block and Sum zero): its data
+// may be ahead of its checksums (see doc.go); with Which == jrunA+k it
+// sets slot k of blocks Block, Block+1, … to Sums.
 type jentry struct {
 	Slot  uint32
 	Block uint16
 	Which uint8
 	Sum   uint32
+	Sums  []uint32
+	// Idx is the entry's unit index in its block (set by decoding).
+	Idx uint16
+}
+
+// units is the number of 16-byte units the entry takes.
+func (e jentry) units() int {
+	if e.Which >= jrunA {
+		return 1 + (len(e.Sums)+3)/4
+	}
+	return 1
+}
+
+// apply calls set for each checksum the entry names.
+func (e jentry) apply(set func(which uint8, block int, sum uint32)) {
+	switch {
+	case e.Which < jmark:
+		set(e.Which, int(e.Block), e.Sum)
+	case e.Which >= jrunA:
+		for i, sum := range e.Sums {
+			set(e.Which-jrunA, int(e.Block)+i, sum)
+		}
+	}
 }
 
 // jblock is one decoded journal block.
 type jblock struct {
 	Seq     uint64
+	Units   int
 	Entries []jentry
 }
 
@@ -52,17 +86,26 @@ func encodeJournalBlock(b []byte, nonce, seq uint64, entries []jentry) {
 	clear(b[:BlockSize])
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], journalMagic)
-	le.PutUint16(b[4:], uint16(len(entries)))
 	le.PutUint16(b[6:], formatVersion)
 	le.PutUint64(b[8:], nonce)
 	le.PutUint64(b[16:], seq)
-	for i, e := range entries {
-		p := b[journalHeaderSize+i*journalEntrySize:]
+	u := 0
+	for _, e := range entries {
+		p := b[journalHeaderSize+u*journalEntrySize:]
 		le.PutUint32(p[0:], e.Slot)
 		le.PutUint16(p[4:], e.Block)
 		p[6] = e.Which
-		le.PutUint32(p[8:], e.Sum)
+		if e.Which >= jrunA {
+			le.PutUint16(p[8:], uint16(len(e.Sums)))
+			for i, sum := range e.Sums {
+				le.PutUint32(p[journalEntrySize+4*i:], sum)
+			}
+		} else {
+			le.PutUint32(p[8:], e.Sum)
+		}
+		u += e.units()
 	}
+	le.PutUint16(b[4:], uint16(u))
 	le.PutUint32(b[BlockSize-4:], crc(b[:BlockSize-4]))
 }
 
@@ -82,31 +125,53 @@ func decodeJournalBlock(b []byte, nonce uint64, chunks uint64, blocks int) (jb j
 	if v := le.Uint16(b[6:]); v != formatVersion || n > journalMaxEntries {
 		return jblock{}, false, fmt.Errorf("journal block: version %d, %d entries: %w", v, n, ErrCorrupt)
 	}
-	jb.Seq = le.Uint64(b[16:])
+	jb.Seq, jb.Units = le.Uint64(b[16:]), n
 	if jb.Seq == 0 {
 		return jblock{}, false, fmt.Errorf("journal block with sequence 0: %w", ErrCorrupt)
 	}
-	jb.Entries = make([]jentry, n)
-	for i := range jb.Entries {
-		p := b[journalHeaderSize+i*journalEntrySize:]
-		e := jentry{Slot: le.Uint32(p[0:]), Block: le.Uint16(p[4:]), Which: p[6], Sum: le.Uint32(p[8:])}
-		badMark := e.Which == jmark && (e.Block != 0 || e.Sum != 0)
-		if uint64(e.Slot) >= chunks || int(e.Block) >= blocks || e.Which > jmark || badMark || p[7] != 0 || le.Uint32(p[12:]) != 0 {
-			return jblock{}, false, fmt.Errorf("journal block %d entry %d (slot %d block %d checksum slot %d): %w", jb.Seq, i, e.Slot, e.Block, e.Which, ErrCorrupt)
+	for u := 0; u < n; {
+		p := b[journalHeaderSize+u*journalEntrySize:]
+		e := jentry{Slot: le.Uint32(p[0:]), Block: le.Uint16(p[4:]), Which: p[6], Idx: uint16(u)}
+		bad := uint64(e.Slot) >= chunks || int(e.Block) >= blocks || e.Which > jrunA+1 || p[7] != 0 || le.Uint32(p[12:]) != 0
+		switch {
+		case e.Which >= jrunA:
+			count := int(le.Uint16(p[8:]))
+			bad = bad || count == 0 || int(e.Block)+count > blocks || le.Uint16(p[10:]) != 0 || u+1+(count+3)/4 > n
+			if !bad {
+				e.Sums = make([]uint32, count)
+				for i := range e.Sums {
+					e.Sums[i] = le.Uint32(p[journalEntrySize+4*i:])
+				}
+				// Unused checksums in the last unit are zero.
+				for i := count; i%4 != 0; i++ {
+					bad = bad || le.Uint32(p[journalEntrySize+4*i:]) != 0
+				}
+			}
+		default:
+			e.Sum = le.Uint32(p[8:])
+			bad = bad || e.Which == jmark && (e.Block != 0 || e.Sum != 0)
 		}
-		jb.Entries[i] = e
+		if bad {
+			return jblock{}, false, fmt.Errorf("journal block %d entry %d (slot %d block %d kind %d): %w", jb.Seq, u, e.Slot, e.Block, e.Which, ErrCorrupt)
+		}
+		jb.Entries = append(jb.Entries, e)
+		u += e.units()
 	}
 	return jb, true, nil
 }
 
-// readJournal returns the valid blocks of dev's journal in sequence order.
+// readJournal returns the valid blocks of dev's journal in sequence
+// order: the ring's, and the open slots' (for a sequence found more than
+// once, the copy with the most entries: every copy of a block holds a
+// prefix of its final entries).
 func readJournal(dev Device, sb Superblock) ([]jblock, error) {
-	buf := make([]byte, sb.JournalBlocks*BlockSize)
+	n := sb.JournalBlocks + journalOpenSlots
+	buf := make([]byte, n*BlockSize)
 	if _, err := dev.ReadAt(buf, int64(sb.JournalOffset)); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
-	var out []jblock
-	for i := range sb.JournalBlocks {
+	bySeq := map[uint64]jblock{}
+	for i := range n {
 		jb, ok, err := decodeJournalBlock(buf[i*BlockSize:(i+1)*BlockSize], sb.Nonce, sb.ChunkCount, sb.blocksPerChunk())
 		if err != nil {
 			return nil, fmt.Errorf("read journal block %d: %w", i, err)
@@ -114,25 +179,44 @@ func readJournal(dev Device, sb Superblock) ([]jblock, error) {
 		if !ok {
 			continue
 		}
-		if jb.Seq%sb.JournalBlocks != i {
-			return nil, fmt.Errorf("journal block %d holds sequence %d: %w", i, jb.Seq, ErrCorrupt)
+		if i >= journalOpenSlots && jb.Seq%sb.JournalBlocks != i-journalOpenSlots {
+			return nil, fmt.Errorf("journal ring block %d holds sequence %d: %w", i-journalOpenSlots, jb.Seq, ErrCorrupt)
 		}
+		if old, dup := bySeq[jb.Seq]; !dup || jb.Units > old.Units {
+			bySeq[jb.Seq] = jb
+		}
+	}
+	out := make([]jblock, 0, len(bySeq))
+	for _, jb := range bySeq {
 		out = append(out, jb)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Seq < out[b].Seq })
 	return out, nil
 }
 
+// jpos is a journal position: after the first N entry units of block
+// Seq (and every block before it).
+type jpos struct {
+	Seq uint64
+	N   int
+}
+
+// newer reports whether an entry at index idx of block seq comes after
+// position p (a record at p does not include it).
+func (p jpos) newer(seq uint64, idx int) bool {
+	return seq > p.Seq || seq == p.Seq && idx >= p.N
+}
+
 // replay applies, in sequence order, every entry newer than its chunk's
-// record: jseq(slot) returns the record's JSeq and whether the slot is in
-// use, set applies an entry (a checksum or a mark). It returns the highest
-// sequence found.
-func replay(blocks []jblock, jseq func(slot uint64) (uint64, bool), set func(jentry)) uint64 {
+// record: pos(slot) returns the record's journal position and whether
+// the slot is in use, set applies an entry (checksums or a mark). It
+// returns the highest sequence found.
+func replay(blocks []jblock, pos func(slot uint64) (jpos, bool), set func(jentry)) uint64 {
 	var last uint64
 	for _, jb := range blocks {
 		last = max(last, jb.Seq)
 		for _, e := range jb.Entries {
-			if rs, used := jseq(uint64(e.Slot)); used && jb.Seq > rs {
+			if p, used := pos(uint64(e.Slot)); used && p.newer(jb.Seq, int(e.Idx)) {
 				set(e)
 			}
 		}
@@ -144,90 +228,133 @@ func replay(blocks []jblock, jseq func(slot uint64) (uint64, bool), set func(jen
 // entries, the one writer at a time, and how far records are
 // checkpointed.
 type journal struct {
-	dev   Device
-	sb    Superblock
-	buf   []byte // aligned block buffer, used by the writer only
-	mu    sync.Mutex
-	cond  *sync.Cond
-	next  uint64 // sequence of the open block
+	dev  Device
+	sb   Superblock
+	buf  []byte // aligned block buffer, used by the writer only
+	mu   sync.Mutex
+	cond *sync.Cond
+	// next is the sequence of the open block, units its entry units.
+	next  uint64
 	open  []jentry
-	done  uint64 // blocks up to this sequence are written (or failed)
-	fails map[uint64]error
-	busy  bool // a writer is writing a block
-	// lost is set when a block write failed: its entries are only in
-	// memory until a checkpoint writes their records; Sync fails until
-	// then.
+	units int
+	// written: every block before it is written (or failed, see fails)
+	// and so are the first writtenN units of the open block.
+	written  uint64
+	writtenN int
+	busy     bool // a writer is writing a block
+	// slot is the open slot the next write of the open block goes to:
+	// never the one holding the last good copy.
+	slot  int
+	fails map[uint64]error // sealed blocks whose write failed
+	// lost is set when a sealed block's write failed: its entries are
+	// only in memory until a checkpoint writes their records; Sync fails
+	// until then.
 	lost    error
 	lostSeq uint64
 	// checkpointed: every entry in blocks up to it is in a durable record,
 	// so those blocks may be overwritten.
 	checkpointed  uint64
 	checkpointing bool
+	// checkpointAt: a checkpoint is due once this many blocks were
+	// sealed since the last (three quarters of the ring; tests lower it).
+	checkpointAt uint64
+	// blockUnits: a block is sealed before it would hold more entry units
+	// (journalMaxEntries; tests lower it to seal blocks sooner).
+	blockUnits int
 }
 
 func newJournal(dev Device, sb Superblock, last uint64) *journal {
-	j := &journal{dev: dev, sb: sb, buf: alignedBuf(BlockSize), next: last + 1, done: last, checkpointed: last, fails: map[uint64]error{}}
+	j := &journal{dev: dev, sb: sb, buf: alignedBuf(BlockSize), next: last + 1, written: last + 1, checkpointed: last, fails: map[uint64]error{}, checkpointAt: sb.JournalBlocks * 3 / 4, blockUnits: journalMaxEntries}
 	j.cond = sync.NewCond(&j.mu)
 	return j
 }
 
-// sealed is the JSeq a record written now carries: the caller holds the
-// chunk's lock, so none of its entries sit in the open block.
-func (j *journal) sealed() uint64 {
+// position is the journal position a record written now carries: the
+// caller holds the chunk's lock, so every entry of the chunk made so far
+// is before it.
+func (j *journal) position() jpos {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.next - 1
+	return jpos{j.next, j.units}
 }
 
-// add puts entries in one journal block and returns its sequence, or
-// false when the ring has no room (the caller rewrites the record).
-func (j *journal) add(entries []jentry) (uint64, bool) {
+// add puts entries (at most journalMaxEntries units) in one journal
+// block and returns the position just after them, or false when the ring
+// has no room (the caller rewrites the record).
+func (j *journal) add(entries []jentry) (jpos, bool) {
+	need := 0
+	for _, e := range entries {
+		need += e.units()
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for len(j.open)+len(entries) > journalMaxEntries {
+	for j.units > 0 && j.units+need > j.blockUnits {
 		if j.busy {
 			j.cond.Wait()
 			continue
 		}
-		j.flushLocked()
+		j.writeLocked(true)
 	}
-	if j.next > j.checkpointed+j.sb.JournalBlocks {
-		return 0, false
+	if j.next > j.checkpointed+j.sb.JournalBlocks || j.lost != nil {
+		// No room, or a sealed block was lost: the open slots may hold
+		// the only copy of its acknowledged entries until a checkpoint.
+		return jpos{}, false
 	}
 	j.open = append(j.open, entries...)
-	return j.next, true
+	j.units += need
+	return jpos{j.next, j.units}, true
 }
 
-// wait returns once block seq is written, writing it if no one else is.
-func (j *journal) wait(seq uint64) error {
+func (j *journal) coveredLocked(p jpos) bool {
+	return j.written > p.Seq || j.written == p.Seq && j.writtenN >= p.N
+}
+
+// wait returns once every entry before p is written, writing the open
+// block if no one else is.
+func (j *journal) wait(p jpos) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for j.done < seq {
+	for !j.coveredLocked(p) {
 		if j.busy {
 			j.cond.Wait()
 			continue
 		}
-		j.flushLocked()
+		if err := j.writeLocked(false); err != nil && !j.coveredLocked(p) {
+			return err
+		}
 	}
-	if err := j.fails[seq]; err != nil {
-		return err
-	}
-	return nil
+	return j.fails[p.Seq]
 }
 
-// flushLocked writes the open block; j.mu is held and released while the
-// device writes.
-func (j *journal) flushLocked() {
+// writeLocked writes the open block: sealed into the ring (seal, the
+// block is full) or in place into an open slot. j.mu is held and released
+// while the device writes.
+func (j *journal) writeLocked(seal bool) error {
 	j.busy = true
-	seq, entries := j.next, j.open
-	j.next++
-	j.open = nil
+	seq, n := j.next, j.units
+	encodeJournalBlock(j.buf, j.sb.Nonce, seq, j.open)
+	off := j.sb.openSlotOffset(j.slot)
+	if seal {
+		off = j.sb.ringOffset(seq)
+		j.next++
+		j.open, j.units = nil, 0
+	}
 	j.mu.Unlock()
-	encodeJournalBlock(j.buf, j.sb.Nonce, seq, entries)
-	_, err := j.dev.WriteAt(j.buf, int64(j.sb.JournalOffset)+int64(seq%j.sb.JournalBlocks)*BlockSize)
+	_, err := j.dev.WriteAt(j.buf, off)
 	j.mu.Lock()
 	j.busy = false
-	j.done = seq
+	defer j.cond.Broadcast()
+	if !seal {
+		if err != nil {
+			// The slot may be torn; the other still holds the last good
+			// copy, and the next try goes to this slot again.
+			return fmt.Errorf("write journal block %d: %w", seq, err)
+		}
+		j.writtenN = max(j.writtenN, n)
+		j.slot ^= 1
+		return nil
+	}
+	j.written, j.writtenN = seq+1, 0
 	for s := range j.fails {
 		if s+j.sb.JournalBlocks < seq {
 			delete(j.fails, s) // no waiter is that far behind
@@ -236,21 +363,16 @@ func (j *journal) flushLocked() {
 	if err != nil {
 		j.fails[seq] = fmt.Errorf("write journal block %d: %w", seq, err)
 		j.lost, j.lostSeq = j.fails[seq], seq
+		return j.fails[seq]
 	}
-	j.cond.Broadcast()
+	return nil
 }
 
-// flushAll writes every entry added so far (the open block too) and
-// returns an error if any journal block write failed since the last
+// flushAll writes every entry added so far (the open block in place)
+// and returns an error if any journal block write failed since the last
 // checkpoint.
 func (j *journal) flushAll() error {
-	j.mu.Lock()
-	seq := j.next - 1
-	if len(j.open) > 0 {
-		seq = j.next
-	}
-	j.mu.Unlock()
-	err := j.wait(seq)
+	err := j.wait(j.position())
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.lost != nil {
@@ -268,7 +390,7 @@ func (j *journal) claimCheckpoint(force, due bool) (target uint64, ok bool) {
 	for force && j.checkpointing {
 		j.cond.Wait()
 	}
-	if j.checkpointing || !force && !due && j.next-j.checkpointed < j.sb.JournalBlocks*3/4 {
+	if j.checkpointing || !force && !due && j.next-j.checkpointed <= j.checkpointAt {
 		return 0, false
 	}
 	j.checkpointing = true

@@ -107,10 +107,12 @@ type chunk struct {
 	// dirty: the journal holds checksums the record on disk lacks.
 	dirty bool
 	// marked: a mark entry newer than the record on disk is in the
-	// journal, so data may be written before its checksum entries are.
+	// journal (durable once markPos is), so data may be written before
+	// its checksum entries are.
 	marked bool
-	// openSeq is the journal block holding the chunk's last entry.
-	openSeq uint64
+	// markPos is the journal position just after a mark entry that may
+	// not be written yet (zero once it is known to be).
+	markPos jpos
 }
 
 const curUnknown = 2
@@ -210,19 +212,19 @@ func (s *Store) replayJournal() error {
 	}
 	touched := map[*chunk]bool{}
 	marked := map[*chunk]bool{}
-	last := replay(blocks, func(slot uint64) (uint64, bool) {
+	last := replay(blocks, func(slot uint64) (jpos, bool) {
 		c := bySlot[slot]
 		if c == nil {
-			return 0, false
+			return jpos{}, false
 		}
-		return c.hdr.JSeq, true
+		return jpos{c.hdr.JSeq, int(c.hdr.JIdx)}, true
 	}, func(e jentry) {
 		c := bySlot[uint64(e.Slot)]
 		if e.Which == jmark {
 			marked[c] = true
 			return
 		}
-		c.slots[e.Which][e.Block] = e.Sum
+		e.apply(func(which uint8, block int, sum uint32) { c.slots[which][block] = sum })
 		touched[c] = true
 	})
 	// A marked chunk may hold data written after its last entry reached
@@ -244,9 +246,10 @@ func (s *Store) replayJournal() error {
 			}
 		}
 	}
-	// A record may name a block that was sealed but never written: the
-	// next block must be newer than that too, or its entries would be
-	// taken as included in the record.
+	// A record may name a block that was never written, or entries of
+	// the open block beyond its last written copy: the next block must be
+	// newer than that too, or its entries would be taken as included in
+	// the record.
 	s.j = newJournal(s.dev, s.sb, max(last, s.maxJSeq))
 	for c := range touched {
 		if err := s.writeRecord(c.hdr, c); err != nil {
@@ -296,7 +299,7 @@ func (s *Store) Stats() Stats {
 // Close first writes the records of chunks whose checksums are in the
 // journal only, so that the next Open need not scan them.
 func (s *Store) Close() error {
-	err := s.checkpoint(true)
+	err := s.checkpoint(true, false)
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
@@ -310,7 +313,7 @@ func (s *Store) Sync() error {
 	if err := s.j.flushAll(); err != nil {
 		// A journal block was not written: write the record of every
 		// chunk with journaled checksums instead.
-		if err := s.checkpoint(true); err != nil {
+		if err := s.checkpoint(true, false); err != nil {
 			return fmt.Errorf("sync chunk store: %w", err)
 		}
 		return nil
@@ -474,13 +477,10 @@ func (s *Store) writeRecord(h header, c *chunk) error {
 	}
 	defer s.recordBufs.Put(bp)
 	b := *bp
-	if c.openSeq != 0 {
-		// Entries of c in the open block must not outlive the record.
-		if err := s.j.wait(c.openSeq); err != nil {
-			return fmt.Errorf("write chunk record %d: %w", h.Slot, err)
-		}
-	}
-	h.JSeq = s.j.sealed()
+	// Every entry of c made so far is before this position: the record
+	// includes them, whether or not they reached the disk.
+	pos := s.j.position()
+	h.JSeq, h.JIdx = pos.Seq, uint32(pos.N)
 	copy(b, h.encode(s.sb.Nonce, blocks))
 	for k := range 2 {
 		for i, v := range c.slots[k] {
@@ -490,7 +490,7 @@ func (s *Store) writeRecord(h header, c *chunk) error {
 	if _, err := s.dev.WriteAt(b, s.sb.recordOffset(h.Slot)); err != nil {
 		return fmt.Errorf("write chunk record %d: %w", h.Slot, err)
 	}
-	c.dirty, c.marked, c.openSeq = false, false, 0
+	c.dirty, c.marked, c.markPos = false, false, jpos{}
 	return nil
 }
 
@@ -514,8 +514,10 @@ const maxDirtyChunks = 1024
 // checkpoint writes the record of every dirty chunk and syncs, so the
 // journal blocks before it can be reused. It runs when 3/4 of the ring is
 // in use or more than maxDirtyChunks are dirty (or always with force), in
-// a goroutine that holds no chunk lock; only one runs at a time.
-func (s *Store) checkpoint(force bool) error {
+// a goroutine that holds no chunk lock; only one runs at a time. With
+// remark it marks the chunks it wrote again (see checkpointTo); without,
+// it also writes the records of marked chunks, so none stays marked.
+func (s *Store) checkpoint(force, remark bool) error {
 	s.dirtyMu.Lock()
 	many := len(s.dirty) > maxDirtyChunks
 	s.dirtyMu.Unlock()
@@ -523,21 +525,45 @@ func (s *Store) checkpoint(force bool) error {
 	if !ok {
 		return nil
 	}
-	err := s.checkpointTo()
+	err := s.checkpointTo(remark)
 	s.j.endCheckpoint(target, err == nil)
 	return err
 }
 
-func (s *Store) checkpointTo() error {
+// maxRemarked bounds the chunks a checkpoint marks again.
+const maxRemarked = maxDirtyChunks / 2
+
+// checkpointTo writes the records. With remark, a chunk written since its
+// last record gets a new mark entry right after its record (so its next
+// overwrite need not write and wait for one) and stays on the dirty list;
+// a chunk still marked by the previous checkpoint but not written since
+// just drops its mark in memory (its record is current; the mark entry
+// goes with the ring).
+func (s *Store) checkpointTo(remark bool) error {
 	s.dirtyMu.Lock()
 	list := s.dirty
 	s.dirty = map[*chunk]struct{}{}
 	s.dirtyMu.Unlock()
+	var marks jpos
+	remarked := 0
 	for c := range list {
 		c.mu.Lock()
 		var err error
-		if c.dirty && !c.freed {
+		switch {
+		case c.freed:
+		case c.dirty || !remark && c.marked:
 			err = s.writeRecord(c.hdr, c)
+			if err == nil && remark && remarked < maxRemarked {
+				if pos, ok := s.j.add([]jentry{{Slot: uint32(c.hdr.Slot), Which: jmark}}); ok {
+					c.marked, c.markPos, marks = true, pos, pos
+					remarked++
+					s.dirtyMu.Lock()
+					s.dirty[c] = struct{}{}
+					s.dirtyMu.Unlock()
+				}
+			}
+		default:
+			c.marked, c.markPos = false, jpos{}
 		}
 		c.mu.Unlock()
 		if err != nil {
@@ -548,6 +574,11 @@ func (s *Store) checkpointTo() error {
 			s.dirtyMu.Unlock()
 			return fmt.Errorf("checkpoint journal: %w", err)
 		}
+	}
+	if marks != (jpos{}) {
+		// Write the new marks now, in one block write; a chunk whose mark
+		// failed finds out on its next overwrite (see writeJournaled).
+		s.j.wait(marks)
 	}
 	return s.syncDevice()
 }
@@ -697,7 +728,7 @@ func (s *Store) WriteStamped(ctx context.Context, key ChunkKey, epoch uint64, st
 		err = s.Sync()
 	}
 	if err == nil {
-		err = s.checkpoint(false)
+		err = s.checkpoint(false, true)
 	}
 	return err
 }
@@ -728,6 +759,9 @@ func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off 
 			continue
 		}
 		cur := c.cur[i]
+		if cur == curUnknown && c.slots[0][i] == c.slots[1][i] {
+			cur = 0 // both describe the data: no need to read it
+		}
 		if cur == curUnknown {
 			cur = 0
 			old := make([]byte, BlockSize)
@@ -738,8 +772,8 @@ func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off 
 		next[i-b0] = 1 - cur
 		c.slots[1-cur][i] = sum
 	}
-	if s.journalable(c, epoch, st, b0, b1) {
-		return s.writeJournaled(c, data, chunkOff, b0, b1, next)
+	if entries := s.journalEntries(c, epoch, st, b0, b1, next); entries != nil {
+		return s.writeJournaled(c, entries, data, chunkOff, b0, b1, next)
 	}
 	// Checksums first (with the header as persisted), then data, then
 	// the header: see doc.go.
@@ -774,50 +808,78 @@ func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off 
 	return nil
 }
 
-// journalable reports whether a write of blocks b0..b1 leaves the chunk
-// header as it is (persisted chunk, same epoch and stamp, every block
-// already written), so its checksums can go to the journal.
-func (s *Store) journalable(c *chunk, epoch uint64, st Stamp, b0, b1 int) bool {
-	if c.hdr.Generation == 0 || epoch != c.hdr.Epoch || b1-b0+1 > journalMaxWriteBlocks {
-		return false
+// journalEntries returns the journal entries of a write of blocks
+// b0..b1 whose new checksums are in c.slots[next[i-b0]], or nil when the
+// write cannot go through the journal: it changes the chunk header (new
+// chunk, other epoch or stamp, a block written for the first time) or its
+// entries (a mark when c has none, one entry per block, or a run entry
+// per stretch of blocks taking the same slot) do not fit one block.
+func (s *Store) journalEntries(c *chunk, epoch uint64, st Stamp, b0, b1 int, next []uint8) []jentry {
+	if c.hdr.Generation == 0 || epoch != c.hdr.Epoch {
+		return nil
 	}
 	if _, newer := mergeStamp(c.hdr.Stamp, st); newer {
-		return false
+		return nil
 	}
 	for i := b0; i <= b1; i++ {
 		if !bit(c.hdr.Written, i) {
-			return false
+			return nil
 		}
 	}
-	return true
-}
-
-// writeJournaled adds the new checksums (already in c.slots, in the
-// slots next names) to the journal's open block and writes the data. The
-// first such write after c's record was written adds a mark entry and
-// waits until it is written: from then on data may reach the disk before
-// its checksum entries (Sync writes them). When the ring has no room it
-// writes the record instead.
-func (s *Store) writeJournaled(c *chunk, data []byte, chunkOff int64, b0, b1 int, next []uint8) error {
-	entries := make([]jentry, 0, b1-b0+2)
+	entries := make([]jentry, 0, 4)
+	units := 0
 	if !c.marked {
 		entries = append(entries, jentry{Slot: uint32(c.hdr.Slot), Which: jmark})
+		units++
 	}
-	for i := b0; i <= b1; i++ {
+	for i := b0; i <= b1; {
 		w := next[i-b0]
-		entries = append(entries, jentry{Slot: uint32(c.hdr.Slot), Block: uint16(i), Which: w, Sum: c.slots[w][i]})
-	}
-	s.markDirty(c)
-	var err error
-	if seq, ok := s.j.add(entries); !ok {
-		err = s.writeRecord(c.hdr, c)
-	} else {
-		c.openSeq = seq
-		if !c.marked {
-			if err = s.j.wait(seq); err == nil {
-				c.marked = true
+		k := i
+		for k+1 <= b1 && next[k+1-b0] == w {
+			k++
+		}
+		if k-i+1 >= jrunMin {
+			e := jentry{Slot: uint32(c.hdr.Slot), Block: uint16(i), Which: jrunA + w, Sums: cloneSums(c.slots[w][i : k+1])}
+			entries = append(entries, e)
+			units += e.units()
+		} else {
+			for b := i; b <= k; b++ {
+				entries = append(entries, jentry{Slot: uint32(c.hdr.Slot), Block: uint16(b), Which: w, Sum: c.slots[w][b]})
+				units++
 			}
 		}
+		if units > journalMaxEntries {
+			return nil
+		}
+		i = k + 1
+	}
+	return entries
+}
+
+// cloneSums copies checksums out of a chunk's slots (which later writes
+// change while the entry waits in the open block).
+func cloneSums(sums []uint32) []uint32 { return append([]uint32(nil), sums...) }
+
+// writeJournaled adds the entries of a write (its new checksums, already
+// in c.slots in the slots next names) to the journal's open block and
+// writes the data. The first such write after c's record was written
+// adds a mark entry and waits until it is written: from then on data may
+// reach the disk before its checksum entries (Sync writes them). A mark
+// added by a checkpoint is waited for the same way. When the ring has no
+// room it writes the record instead.
+func (s *Store) writeJournaled(c *chunk, entries []jentry, data []byte, chunkOff int64, b0, b1 int, next []uint8) error {
+	s.markDirty(c)
+	var err error
+	if pos, ok := s.j.add(entries); !ok {
+		err = s.writeRecord(c.hdr, c)
+	} else if !c.marked {
+		c.marked, c.markPos = true, pos
+	}
+	if err == nil && c.markPos != (jpos{}) {
+		if err = s.j.wait(c.markPos); err != nil {
+			c.marked = false // mark again next time
+		}
+		c.markPos = jpos{}
 	}
 	return s.writeData(c, err, data, chunkOff, b0, b1, next)
 }
@@ -870,7 +932,7 @@ func (s *Store) ZeroStamped(ctx context.Context, key ChunkKey, epoch uint64, st 
 		err = s.Sync()
 	}
 	if err == nil {
-		err = s.checkpoint(false)
+		err = s.checkpoint(false, true)
 	}
 	return err
 }
