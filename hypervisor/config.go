@@ -62,9 +62,11 @@ type Config struct {
 	// Interval is the reconcile period (changes of vm/ records and of the
 	// fence also wake the loop at once); 0: 1 s.
 	Interval time.Duration
-	// DataDir is shoal peer's data dir, where the console service finds
-	// this node's cluster credentials (peer.LoadNodeTLS). Needed only
-	// with ConsoleListen.
+	// DataDir is shoal peer's data dir, where the console service and
+	// live migration (mutual TLS between the QEMUs) find this node's
+	// cluster credentials (peer.LoadNodeTLS). "": no console service
+	// (Validate refuses it with ConsoleListen) and every migration to or
+	// from this node fails.
 	DataDir string
 	// ConsoleListen is where the console service serves the serial
 	// consoles of this node's VMs to other members (mutual TLS, port

@@ -60,9 +60,13 @@ type runner interface {
 	Start(ctx context.Context, spec qemu.Spec) (machine, error)
 	Reattach(ctx context.Context) []machine
 	// StartIncoming starts a migration destination for spec listening
-	// on host (port picked by QEMU) and returns the URI the source
-	// migrates to.
-	StartIncoming(ctx context.Context, spec qemu.Spec, host string, postcopy bool) (machine, string, error)
+	// on host (port picked by QEMU), taking the VM over tls, and returns
+	// the URI the source migrates to.
+	StartIncoming(ctx context.Context, spec qemu.Spec, host string, postcopy bool, tls *qemu.MigrationTLS) (machine, string, error)
+	// MigrationTLS is this node's credentials for a migration with node
+	// other: as the destination when server, else as the source
+	// (migrate.go).
+	MigrationTLS(other string, server bool) (*qemu.MigrationTLS, error)
 	// Remove deletes a VM's runtime directory once its process is gone.
 	Remove(id string)
 }
@@ -103,7 +107,7 @@ func (r *qemuRunner) Start(ctx context.Context, spec qemu.Spec) (machine, error)
 	return newQEMUMachine(vm, r.log), nil
 }
 
-func (r *qemuRunner) StartIncoming(ctx context.Context, spec qemu.Spec, host string, postcopy bool) (machine, string, error) {
+func (r *qemuRunner) StartIncoming(ctx context.Context, spec qemu.Spec, host string, postcopy bool, tls *qemu.MigrationTLS) (machine, string, error) {
 	h, err := r.probe(ctx)
 	if err != nil {
 		return nil, "", err
@@ -112,13 +116,17 @@ func (r *qemuRunner) StartIncoming(ctx context.Context, spec qemu.Spec, host str
 	if err != nil {
 		return nil, "", err
 	}
-	uri, err := vm.Incoming(ctx, net.JoinHostPort(host, "0"), postcopy)
+	uri, err := vm.Incoming(ctx, net.JoinHostPort(host, "0"), postcopy, tls)
 	if err != nil {
 		vm.Kill(context.WithoutCancel(ctx))
 		vm.Close()
 		return nil, "", err
 	}
 	return newQEMUMachine(vm, r.log), uri, nil
+}
+
+func (r *qemuRunner) MigrationTLS(other string, server bool) (*qemu.MigrationTLS, error) {
+	return nodeMigrationTLS(r.cfg.DataDir, other, server)
 }
 
 func (r *qemuRunner) Reattach(ctx context.Context) []machine {

@@ -2,7 +2,9 @@ package hypervisor
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-hci/shoal/hypervisor/internal/qemu"
+	"github.com/shoal-hci/shoal/peer"
 	"github.com/shoal-hci/shoal/peer/client"
 )
 
@@ -116,6 +119,49 @@ type inMigration struct {
 	source   string
 	postcopy bool
 	since    time.Time
+}
+
+// nodeMigrationTLS is this node's credentials, from shoal peer's data dir,
+// for a migration with node other (as the destination when server, else
+// as the source): the node's certificate and key and the cluster CA.
+// Both QEMUs verify the other's certificate against the CA; the source
+// also checks that the destination's certificate names other (node
+// certificates carry the node ID as their common name). The CA cannot
+// know about revocations, so a removed node is refused here.
+func nodeMigrationTLS(dataDir, other string, server bool) (*qemu.MigrationTLS, error) {
+	fail := func(err error) (*qemu.MigrationTLS, error) {
+		return nil, fmt.Errorf("migration over mutual tls needs this node's cluster credentials in %s: %w", dataDir, err)
+	}
+	if dataDir == "" {
+		return fail(errors.New("no data dir configured"))
+	}
+	nt, err := peer.LoadNodeTLS(dataDir)
+	if err != nil {
+		return fail(err)
+	}
+	if nt.Revoked(other) {
+		return nil, fmt.Errorf("node %s was removed from the cluster: no migration with it", other)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(nt.Cert.PrivateKey)
+	if err != nil {
+		return fail(fmt.Errorf("node key: %w", err))
+	}
+	t := &qemu.MigrationTLS{CACert: nt.CACertPEM(),
+		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: nt.Cert.Leaf.Raw}),
+		Key:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key})}
+	if !server {
+		t.Hostname = other
+	}
+	return t, nil
+}
+
+// tlsHint explains a migration QEMU failed in its TLS handshake.
+func tlsHint(err error, to string) string {
+	msg := firstLine(err.Error())
+	if l := strings.ToLower(msg); strings.Contains(l, "certificate") || strings.Contains(l, "tls") {
+		msg += fmt.Sprintf(" (migrations run over mutual TLS with the cluster's node certificates: node %s must be a member of this cluster with a certificate from its CA)", to)
+	}
+	return msg
 }
 
 // candidates are the nodes placement may pick, without exclude.
@@ -293,9 +339,15 @@ func (h *Hypervisor) runMigration(ctx context.Context, m machine, name string, v
 		o.err = err
 		return
 	}
+	tls, err := h.run.MigrationTLS(o.to, false)
+	if err != nil {
+		o.err = err
+		return
+	}
 	var lastAt time.Time
 	o.info, o.err = m.Migrate(ctx, uri, qemu.MigrateOptions{
 		Postcopy: o.req.Postcopy,
+		TLS:      tls,
 		// The source's vCPUs have stopped and its disks are flushed; the
 		// destination has not started. The destination becomes the
 		// holder at the next epoch here, or the migration is cancelled
@@ -417,7 +469,7 @@ func (h *Hypervisor) finishOutgoing(ctx context.Context, v view, r VMRecord, l *
 		// Cancelled before the switchover: the source runs on (Migrate
 		// resumed it).
 		st := o.status(o.last, MigrationFailed)
-		st.Error = firstLine(o.err.Error())
+		st.Error = tlsHint(o.err, o.to)
 		h.endOutgoing(ctx, v, r, o, st, nil)
 	}
 }
@@ -443,7 +495,12 @@ func (h *Hypervisor) maybeIncoming(ctx context.Context, v view, r VMRecord) bool
 	case err != nil:
 		answer.Error = err.Error()
 	default:
-		m, uri, err := h.run.StartIncoming(ctx, incomingSpec(h.spec(r, v.boots[r.Name])), host, req.Postcopy)
+		tls, err := h.run.MigrationTLS(r.Node, true)
+		if err != nil {
+			answer.Error = err.Error()
+			break
+		}
+		m, uri, err := h.run.StartIncoming(ctx, incomingSpec(h.spec(r, v.boots[r.Name])), host, req.Postcopy, tls)
 		if err != nil {
 			answer.Error = "start the incoming qemu: " + firstLine(err.Error())
 			break

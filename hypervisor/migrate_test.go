@@ -2,9 +2,12 @@ package hypervisor
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/shoal-hci/shoal/hypervisor/internal/qemu"
 	"github.com/shoal-hci/shoal/peer/client"
+	"github.com/shoal-hci/shoal/peer/peertest"
 )
 
 // running lists the VM's copies that run or could resume (paused ones
@@ -51,9 +55,22 @@ func (p *procs) listener(uri string) *fakeMachine {
 
 func fakeURI(node, id string) string { return "fake:" + node + ":" + id }
 
-func (r fakeRunner) StartIncoming(_ context.Context, spec qemu.Spec, host string, _ bool) (machine, string, error) {
+// MigrationTLS returns credentials that name the nodes: the fake QEMU
+// checks that each side got its own.
+func (r fakeRunner) MigrationTLS(other string, server bool) (*qemu.MigrationTLS, error) {
+	t := &qemu.MigrationTLS{CACert: []byte("ca"), Cert: []byte(r.node), Key: []byte(r.node)}
+	if !server {
+		t.Hostname = other
+	}
+	return t, nil
+}
+
+func (r fakeRunner) StartIncoming(_ context.Context, spec qemu.Spec, host string, _ bool, tls *qemu.MigrationTLS) (machine, string, error) {
 	if host == "" {
 		return nil, "", errors.New("no host to listen on")
+	}
+	if tls == nil || tls.Hostname != "" {
+		return nil, "", fmt.Errorf("incoming migration without server credentials: %+v", tls)
 	}
 	m := &fakeMachine{spec: spec, node: r.node, procs: r.procs, status: qemu.StatusMigrating, exited: make(chan struct{})}
 	r.procs.mu.Lock()
@@ -83,6 +100,9 @@ func (m *fakeMachine) Migrate(ctx context.Context, uri string, opts qemu.Migrate
 	dst := m.procs.listener(uri)
 	if dst == nil {
 		return qemu.MigrationInfo{}, fmt.Errorf("%w: connection refused", qemu.ErrMigration)
+	}
+	if opts.TLS == nil || opts.TLS.Hostname != dst.node || string(opts.TLS.Cert) != m.node {
+		return qemu.MigrationInfo{}, fmt.Errorf("%w: source credentials %+v for a destination on node %s", qemu.ErrMigration, opts.TLS, dst.node)
 	}
 	m.set(qemu.StatusMigrating)
 	opts.Progress(qemu.MigrationInfo{Status: "active", Transferred: 1 << 20, Remaining: 255 << 20, RAMTotal: 256 << 20})
@@ -295,23 +315,49 @@ func TestParseMigrateRequest(t *testing.T) {
 	}
 }
 
-// Two daemons on fake peers migrate a real (TCG) QEMU: the VM moves
-// from a to b at the next epoch, a's QEMU is gone, b's runs.
+// Two daemons on fake peers migrate a real (TCG) QEMU over mutual TLS
+// with the credentials of an in-process shoal peer cluster: the VM
+// moves from a to b at the next epoch, a's QEMU is gone, b's runs. A
+// destination whose certificate is from another cluster's CA fails the
+// migration with the reason in the record, and the VM runs on at a.
 func TestMigrateRealQEMU(t *testing.T) {
 	bin, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		t.Skip("qemu-system-x86_64 not installed (make deps installs qemu-system-x86)")
 	}
+	home := peertest.NewCluster(t, 2)
+	for _, tc := range []struct {
+		name    string
+		foreign bool // b's certificate is from another cluster
+	}{
+		{"same cluster", false},
+		{"destination of another cluster", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := home.Nodes[0], home.Nodes[1]
+			if tc.foreign {
+				b = peertest.NewCluster(t, 1).Nodes[0]
+			}
+			migrateRealQEMU(t, bin, a.ID(), a.Config.DataDir, b.ID(), b.Config.DataDir, !tc.foreign)
+		})
+	}
+}
+
+func migrateRealQEMU(t *testing.T, bin, a, aDir, b, bDir string, wantMoved bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := newFakeCluster("a", "b")
-	dir := t.TempDir()
+	c := newFakeCluster(a, b)
+	dir, err := os.MkdirTemp("", "mig") // QEMU's socket paths must stay short
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	hs := map[string]*Hypervisor{}
-	for _, id := range []string{"a", "b"} {
+	for id, data := range map[string]string{a: aDir, b: bDir} {
 		cfg := DefaultConfig()
-		cfg.NodeID, cfg.QEMU, cfg.Accel = id, bin, "tcg"
-		cfg.RuntimeDir = filepath.Join(dir, id)
-		cfg.Log = slog.New(slog.NewTextHandler(testWriter{t, id}, nil))
+		cfg.NodeID, cfg.QEMU, cfg.Accel, cfg.DataDir = id, bin, "tcg", data
+		cfg.RuntimeDir = filepath.Join(dir, id[:8])
+		cfg.Log = slog.New(slog.NewTextHandler(testWriter{t, id[:8]}, nil))
 		cfg = cfg.withDefaults()
 		h := newHypervisor(cfg, fakePeer{c, id}, &qemuRunner{cfg: cfg, log: cfg.Log}, time.Now)
 		h.fence, h.fok = client.FenceStatus{}, true
@@ -325,32 +371,41 @@ func TestMigrateRealQEMU(t *testing.T) {
 	vm := VMRecord{Name: "web1", ID: strings.Repeat("ab", 16), Desired: DesiredRunning, CPUs: 1, MemoryMiB: 64}
 	fakePeer{c, ""}.PutState(ctx, RecordPrefix+"web1", vm.DesiredFields())
 	round := func() {
-		for _, id := range []string{"a", "b"} {
+		for _, id := range []string{a, b} {
 			if err := hs[id].reconcile(ctx); err != nil {
 				t.Fatal(err)
 			}
 			hs[id].stopWG.Wait()
 		}
 	}
+	// The VM starts on a (placement may pick either: make it a).
+	c.mu.Lock()
+	c.members[b] = client.StateFailed
+	c.mu.Unlock()
 	round()
+	c.mu.Lock()
+	c.members[b] = client.StateAlive
+	c.mu.Unlock()
 	srcPID := 0
-	if l := hs["a"].vms[vm.ID]; l != nil {
+	if l := hs[a].vms[vm.ID]; l != nil {
 		srcPID = l.m.(*qemuMachine).PID()
 	} else {
 		t.Fatalf("vm not started on a: %v", c.get(RecordPrefix+"web1"))
 	}
-	fakePeer{c, ""}.PutState(ctx, RecordPrefix+"web1", MigrateRequest{ID: "real1", To: "b"}.Fields())
+	fakePeer{c, ""}.PutState(ctx, RecordPrefix+"web1", MigrateRequest{ID: "real1", To: b}.Fields())
+	var r VMRecord
 	for {
 		round()
-		r, err := ParseVMRecord(RecordPrefix+"web1", c.get(RecordPrefix+"web1"))
-		if err != nil {
+		if r, err = ParseVMRecord(RecordPrefix+"web1", c.get(RecordPrefix+"web1")); err != nil {
 			t.Fatal(err)
 		}
-		if mg := r.Migration; mg != nil && (mg.Phase == MigrationCompleted || mg.Phase == MigrationFailed) {
-			if mg.Phase != MigrationCompleted || r.Node != "b" || r.Epoch != 2 {
-				t.Fatalf("after the migration: node %q epoch %d, migration %+v; want completed to b at epoch 2", r.Node, r.Epoch, *mg)
+		if l := hs[b].vms[vm.ID]; l != nil && l.in != nil {
+			// The incoming QEMU takes the VM only over TLS.
+			if creds, err := l.m.(*qemuMachine).MigrationTLSCreds(ctx); err != nil || creds == "" {
+				t.Errorf("incoming qemu: tls-creds %q, %v; want set", creds, err)
 			}
-			t.Logf("migrated: QEMU total %d ms, downtime %d ms, %d bytes", mg.TotalMS, mg.DowntimeMS, mg.Transferred)
+		}
+		if mg := r.Migration; mg != nil && (mg.Phase == MigrationCompleted || mg.Phase == MigrationFailed) {
 			break
 		}
 		select {
@@ -359,11 +414,33 @@ func TestMigrateRealQEMU(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	round()
-	if len(hs["a"].vms) != 0 || syscall.Kill(srcPID, 0) == nil {
-		t.Errorf("the source still has the vm (%d) or its QEMU pid %d is alive", len(hs["a"].vms), srcPID)
+	mg := *r.Migration
+	if !wantMoved {
+		if mg.Phase != MigrationFailed || r.Node != a || !strings.Contains(mg.Error, "certificate") {
+			t.Fatalf("after the migration: node %q, migration %+v; want failed on a with a certificate error", r.Node, mg)
+		}
+		t.Logf("refused: %s", mg.Error)
+		round()
+		if syscall.Kill(srcPID, 0) != nil {
+			t.Fatalf("the source's QEMU pid %d is gone", srcPID)
+		}
+		if st, err := hs[a].vms[vm.ID].m.Status(ctx); err != nil || st != qemu.StatusRunning {
+			t.Errorf("on a: %s, %v; want running", st, err)
+		}
+		if len(hs[b].vms) != 0 {
+			t.Errorf("b kept its incoming qemu after the source gave up")
+		}
+		return
 	}
-	l := hs["b"].vms[vm.ID]
+	if mg.Phase != MigrationCompleted || r.Node != b || r.Epoch != 2 {
+		t.Fatalf("after the migration: node %q epoch %d, migration %+v; want completed to b at epoch 2", r.Node, r.Epoch, mg)
+	}
+	t.Logf("migrated: QEMU total %d ms, downtime %d ms, %d bytes", mg.TotalMS, mg.DowntimeMS, mg.Transferred)
+	round()
+	if len(hs[a].vms) != 0 || syscall.Kill(srcPID, 0) == nil {
+		t.Errorf("the source still has the vm (%d) or its QEMU pid %d is alive", len(hs[a].vms), srcPID)
+	}
+	l := hs[b].vms[vm.ID]
 	if l == nil || l.in != nil {
 		t.Fatalf("b does not run the vm as its own: %+v", l)
 	}
@@ -572,5 +649,44 @@ func TestMigrateWithVSDsFails(t *testing.T) {
 				t.Errorf("claim vsd/web1-0 = %+v, want %+v", got, tc.wantVSD0)
 			}
 		})
+	}
+}
+
+// A node's migration credentials are its peer certificate and key and
+// the cluster CA, in PEM; the source's name the destination. Without
+// cluster credentials there is no migration.
+func TestNodeMigrationTLS(t *testing.T) {
+	nd := peertest.NewCluster(t, 1).Nodes[0]
+	for _, server := range []bool{true, false} {
+		mt, err := nodeMigrationTLS(nd.Config.DataDir, "0123abcd", server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]string{true: "", false: "0123abcd"}[server]; mt.Hostname != want {
+			t.Errorf("server %v: hostname %q, want %q", server, mt.Hostname, want)
+		}
+		pair, err := tls.X509KeyPair(mt.Cert, mt.Key)
+		if err != nil {
+			t.Fatalf("certificate and key do not match: %v", err)
+		}
+		leaf, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(mt.CACert) {
+			t.Fatalf("CA is not PEM: %q", mt.CACert)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("node certificate does not verify against the CA: %v", err)
+		}
+		if leaf.Subject.CommonName != nd.ID() {
+			t.Errorf("certificate names %q, want node %s", leaf.Subject.CommonName, nd.ID())
+		}
+	}
+	for _, dir := range []string{"", t.TempDir()} {
+		if _, err := nodeMigrationTLS(dir, "0123abcd", false); err == nil || !strings.Contains(err.Error(), "credentials") {
+			t.Errorf("data dir %q: err %v, want no credentials", dir, err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package peer
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -48,6 +49,12 @@ type NodeTLS struct {
 type fileStamp struct {
 	mod  time.Time
 	size int64
+}
+
+// CACertPEM returns the cluster CA certificate, PEM-encoded, for tools
+// that take their credentials as files (QEMU's tls-creds-x509).
+func (n *NodeTLS) CACertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: n.ca.Cert.Raw})
 }
 
 // LoadNodeTLS reads this node's identity and cluster credentials from the

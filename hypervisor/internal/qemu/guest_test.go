@@ -177,12 +177,13 @@ func TestGuestMigrates(t *testing.T) {
 	for hop, postcopy := range []bool{false, true} {
 		before := lastTick(src.Dir())
 		dst := startVM(t, host, filepath.Join(tmp, fmt.Sprint("hop", hop+1)), spec, true)
-		uri, err := dst.Incoming(ctx, "127.0.0.1:0", postcopy)
+		srcTLS, dstTLS := tlsPair(t)
+		uri, err := dst.Incoming(ctx, "127.0.0.1:0", postcopy, dstTLS)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var atSwitch int
-		info, err := src.Migrate(ctx, uri, MigrateOptions{Postcopy: postcopy,
+		info, err := src.Migrate(ctx, uri, MigrateOptions{Postcopy: postcopy, TLS: srcTLS,
 			Switchover: func(context.Context) error { atSwitch = lastTick(src.Dir()); return nil }})
 		if err != nil {
 			t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -76,13 +78,85 @@ func (vm *VM) setCapabilities(ctx context.Context, caps map[string]bool) error {
 	return err
 }
 
+// MigrationTLS is what one side of a migration over mutual TLS needs, in
+// PEM: the CA both sides' certificates must be signed by, and this side's
+// certificate and key.
+type MigrationTLS struct {
+	CACert, Cert, Key []byte
+	// Hostname is the name the destination's certificate must carry; the
+	// source checks it (the subject alternative DNS names, or without
+	// any, the common name). Required on the source, unused on the
+	// destination.
+	Hostname string
+}
+
+// migrationTLSID is the QOM id of the migration's tls-creds-x509 object.
+const migrationTLSID = "shoal-migration-tls"
+
+// setMigrationTLS makes the VM's next migration (as the destination when
+// server, else as the source) run over mutual TLS with t, or in clear
+// when t is nil. The credentials go through files in a directory of the
+// VM's runtime dir only the owner can read; QEMU loads them when the
+// object is created, and they are removed before this returns.
+func (vm *VM) setMigrationTLS(ctx context.Context, server bool, t *MigrationTLS) error {
+	if t == nil {
+		_, err := vm.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"tls-creds": "", "tls-hostname": ""})
+		return err
+	}
+	endpoint := "client"
+	if server {
+		endpoint = "server"
+	} else if t.Hostname == "" {
+		return fmt.Errorf("migration tls: no hostname to check the destination's certificate against")
+	}
+	dir := filepath.Join(vm.dir, "migration-tls")
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("migration tls: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("migration tls: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	files := map[string][]byte{"ca-cert.pem": t.CACert, endpoint + "-cert.pem": t.Cert, endpoint + "-key.pem": t.Key}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return fmt.Errorf("migration tls: %w", err)
+		}
+	}
+	// A previous migration's credentials; none is fine.
+	vm.qmp.Execute(ctx, "object-del", map[string]any{"id": migrationTLSID})
+	if _, err := vm.qmp.Execute(ctx, "object-add", map[string]any{"qom-type": "tls-creds-x509", "id": migrationTLSID,
+		"dir": dir, "endpoint": endpoint, "verify-peer": true}); err != nil {
+		return fmt.Errorf("migration tls: load the credentials: %w", err)
+	}
+	params := map[string]any{"tls-creds": migrationTLSID, "tls-hostname": t.Hostname}
+	if _, err := vm.qmp.Execute(ctx, "migrate-set-parameters", params); err != nil {
+		return fmt.Errorf("migration tls: %w", err)
+	}
+	return nil
+}
+
+// MigrationTLSCreds is the tls-creds migration parameter: the QOM id of
+// the credentials the VM's migrations use, "" when they go in clear.
+func (vm *VM) MigrationTLSCreds(ctx context.Context) (string, error) {
+	var p struct {
+		TLSCreds string `json:"tls-creds"`
+	}
+	err := vm.qmp.ExecuteInto(ctx, "query-migrate-parameters", nil, &p)
+	return p.TLSCreds, err
+}
+
 // Incoming opens the migration listener of a VM started with
 // StartOptions.Incoming, on addr (host:port; port 0 picks one), and
 // returns the URI the source passes to Migrate. postcopy must match the
-// source's MigrateOptions.Postcopy.
-func (vm *VM) Incoming(ctx context.Context, addr string, postcopy bool) (string, error) {
+// source's MigrateOptions.Postcopy; tls (nil: in clear) must be set on
+// both sides or neither.
+func (vm *VM) Incoming(ctx context.Context, addr string, postcopy bool, tls *MigrationTLS) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
+		return "", fmt.Errorf("incoming migration of vm %s: %w", vm.spec.Name, err)
+	}
+	if err := vm.setMigrationTLS(ctx, true, tls); err != nil {
 		return "", fmt.Errorf("incoming migration of vm %s: %w", vm.spec.Name, err)
 	}
 	if postcopy {
@@ -127,6 +201,9 @@ type MigrateOptions struct {
 	MaxBandwidth uint64
 	// MaxDowntime QEMU aims for at switchover; 0 keeps QEMU's 300 ms.
 	MaxDowntime time.Duration
+	// TLS runs the migration over mutual TLS; nil: in clear. The
+	// destination's Incoming must have been given TLS too.
+	TLS *MigrationTLS
 }
 
 // Migrate live-migrates the VM to the destination QEMU listening at uri
@@ -142,6 +219,9 @@ func (vm *VM) Migrate(ctx context.Context, uri string, opts MigrateOptions) (Mig
 		"postcopy-ram":            opts.Postcopy,
 		"events":                  true, // MIGRATION events wake the loop at once
 	}); err != nil {
+		return fail(err)
+	}
+	if err := vm.setMigrationTLS(ctx, false, opts.TLS); err != nil {
 		return fail(err)
 	}
 	params := map[string]any{}

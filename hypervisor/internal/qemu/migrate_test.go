@@ -8,15 +8,24 @@ import (
 )
 
 // migratePair starts a source VM and an incoming destination with the
-// same spec and returns the destination's URI.
-func migratePair(t *testing.T, memMiB int, postcopy bool) (src, dst *VM, uri string) {
+// same spec, migrating over mutual TLS, and returns the destination's
+// URI and the source's credentials.
+func migratePair(t *testing.T, memMiB int, postcopy bool) (src, dst *VM, uri string, tls *MigrationTLS) {
+	t.Helper()
+	tls, dstTLS := tlsPair(t)
+	src, dst, uri = migratePairTLS(t, memMiB, postcopy, dstTLS)
+	return src, dst, uri, tls
+}
+
+// migratePairTLS is migratePair with the destination's credentials.
+func migratePairTLS(t *testing.T, memMiB int, postcopy bool, dstTLS *MigrationTLS) (src, dst *VM, uri string) {
 	t.Helper()
 	host := testHost(t)
 	tmp := t.TempDir()
 	spec := tinySpec("mig", memMiB)
 	src = startVM(t, host, filepath.Join(tmp, "src"), spec, false)
 	dst = startVM(t, host, filepath.Join(tmp, "dst"), spec, true)
-	uri, err := dst.Incoming(testCtx(t), "127.0.0.1:0", postcopy)
+	uri, err := dst.Incoming(testCtx(t), "127.0.0.1:0", postcopy, dstTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,13 +40,15 @@ func TestMigrate(t *testing.T) {
 		name := map[bool]string{false: "precopy", true: "postcopy"}[postcopy]
 		t.Run(name, func(t *testing.T) {
 			ctx := testCtx(t)
-			src, dst, uri := migratePair(t, 64, postcopy)
+			src, dst, dstURI, tls := migratePair(t, 64, postcopy)
 			wantStatus(t, dst, StatusMigrating)
+			wire, uri := sniff(t, dstURI)
 			var hookSrc, hookDst Status
 			var progress int
 			seen := map[string]bool{}
 			info, err := src.Migrate(ctx, uri, MigrateOptions{
 				Postcopy: postcopy,
+				TLS:      tls,
 				// Slow enough that the first pass is still running when
 				// post-copy is requested (the tiny guest is ~1 MB).
 				MaxBandwidth: map[bool]uint64{true: 256 << 10}[postcopy],
@@ -69,6 +80,16 @@ func TestMigrate(t *testing.T) {
 				t.Fatalf("destination after migration: %s, %v; want running", st, err)
 			}
 			wantStatus(t, src, StatusStopped)
+			for side, vm := range map[string]*VM{"source": src, "destination": dst} {
+				if creds, err := vm.MigrationTLSCreds(ctx); err != nil || creds != migrationTLSID {
+					t.Errorf("%s: tls-creds %q, %v; want %q", side, creds, err, migrationTLSID)
+				}
+			}
+			// QEMU's migration stream starts with "QEVM"; in TLS it
+			// starts with a handshake record (0x16).
+			if head := wire.first(); len(head) == 0 || head[0] != 0x16 || head == "QEVM" {
+				t.Errorf("the stream on the wire starts with %q, want a TLS handshake", head)
+			}
 			if err := src.Stop(ctx, 0); err != nil {
 				t.Fatal(err)
 			}
@@ -83,9 +104,9 @@ func TestMigrate(t *testing.T) {
 // cancelled and the source runs on.
 func TestMigrateHookFailureKeepsSource(t *testing.T) {
 	ctx := testCtx(t)
-	src, _, uri := migratePair(t, 64, false)
+	src, _, uri, tls := migratePair(t, 64, false)
 	errClaim := errors.New("claim lost")
-	_, err := src.Migrate(ctx, uri, MigrateOptions{Switchover: func(context.Context) error { return errClaim }})
+	_, err := src.Migrate(ctx, uri, MigrateOptions{TLS: tls, Switchover: func(context.Context) error { return errClaim }})
 	if !errors.Is(err, errClaim) {
 		t.Fatalf("Migrate = %v, want the hook's error", err)
 	}
@@ -109,8 +130,8 @@ func TestMigrateToNowhere(t *testing.T) {
 // paused rather than running on a stale claim.
 func TestMigrateFailsAfterSwitchover(t *testing.T) {
 	ctx := testCtx(t)
-	src, dst, uri := migratePair(t, 64, false)
-	_, err := src.Migrate(ctx, uri, MigrateOptions{Switchover: func(ctx context.Context) error {
+	src, dst, uri, tls := migratePair(t, 64, false)
+	_, err := src.Migrate(ctx, uri, MigrateOptions{TLS: tls, Switchover: func(ctx context.Context) error {
 		return dst.Kill(ctx)
 	}})
 	if !errors.Is(err, ErrMigration) || !errors.Is(err, ErrAfterSwitchover) {
