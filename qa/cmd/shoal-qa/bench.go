@@ -21,16 +21,24 @@ import (
 const benchUsage = `shoal-qa bench: figures on this machine (needs root, fio with the nbd engine, qemu-nbd, qemu-io).
 
 Usage: shoal-qa [--dir D] bench scribe [--runtime 3s] [--rows FILTER] [--size 1G] [--span 256M]
-                                        [--disk-size 4G] [--shoal BIN] [--keep] [--in-process]
+                                        [--disk-size 4G] [--disk-mode file|loop|fuse]
+                                        [--env KEY=VALUE]... [--shoal BIN] [--keep] [--in-process]
 
   scribe    fio (nbd engine) against a 2-replica VSD served by a real 3-node cluster
-            (shoal scribe on every node, disks on the harness's FUSE files; fio on
-            node1's NBD socket), and in the same run against qemu-nbd --cache=none on
-            a raw file in node1's directory (the same host file system as the disk
-            images). Prints both, the ratio scribe / qemu-nbd and the server CPU per
-            I/O (scribe: the scribe processes of all three nodes). --in-process
-            measures instead two in-process nodes over loopback (scribe/fiobench).
-            The cluster is brought up in D and removed afterwards unless --keep.
+            (shoal scribe on every node; fio on node1's NBD socket), and in the same
+            run against qemu-nbd --cache=none on a raw file in node1's directory (the
+            same host file system as the disk images). Prints both, the ratio
+            scribe / qemu-nbd and the server CPU per I/O (scribe: the scribe
+            processes of all three nodes). Disks (--disk-mode): file (default)
+            gives scribe the image files themselves, opened with O_DIRECT as
+            qemu-nbd opens its raw file; loop puts each image behind a loop device
+            with direct I/O (a block device, as on an appliance); fuse serves them
+            through the harness's fault-injecting FUSE file system (two more kernel
+            crossings per I/O and a userspace server, whose CPU is printed apart).
+            --env adds to every daemon's environment (e.g. GOMAXPROCS=2).
+            --in-process measures instead two in-process nodes over loopback
+            (scribe/fiobench). The cluster is brought up in D and removed
+            afterwards unless --keep.
 `
 
 // benchMain runs `shoal-qa bench ...`.
@@ -49,6 +57,9 @@ func benchMain(ctx context.Context, dir string, args []string) error {
 	size := fs.String("size", "1G", "VSD and raw file size")
 	span := fs.String("span", "256M", "range the rows address (prefilled)")
 	diskSize := fs.String("disk-size", "4G", "size of each data disk (2 per node)")
+	diskMode := fs.String("disk-mode", "file", "how scribe sees its disks: file, loop or fuse")
+	var env listFlag
+	fs.Var(&env, "env", "KEY=VALUE added to every daemon's environment, repeated")
 	shoalBin := fs.String("shoal", "", "shoal binary (default: build it)")
 	keep := fs.Bool("keep", false, "leave the cluster up afterwards")
 	inProcess := fs.Bool("in-process", false, "measure two in-process nodes over loopback instead of a cluster")
@@ -58,7 +69,8 @@ func benchMain(ctx context.Context, dir string, args []string) error {
 	sz, err1 := parseSize(*size)
 	sp, err2 := parseSize(*span)
 	ds, err3 := parseSize(*diskSize)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	mode, err4 := proccluster.ParseDiskMode(*diskMode)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return usageError(err.Error())
 	}
 	if *inProcess {
@@ -69,11 +81,13 @@ func benchMain(ctx context.Context, dir string, args []string) error {
 		fmt.Printf("in-process: two scribe nodes over loopback (mutual TLS), not a cluster\n%s", tab)
 		return nil
 	}
-	return benchCluster(ctx, dir, benchOpts{size: sz, span: sp, diskSize: ds, runtime: *runtimeF, rows: *rows, shoal: *shoalBin, keep: *keep})
+	return benchCluster(ctx, dir, benchOpts{size: sz, span: sp, diskSize: ds, diskMode: mode, env: env, runtime: *runtimeF, rows: *rows, shoal: *shoalBin, keep: *keep})
 }
 
 type benchOpts struct {
 	size, span, diskSize int64
+	diskMode             proccluster.DiskMode
+	env                  []string
 	runtime              time.Duration
 	rows, shoal          string
 	keep                 bool
@@ -86,7 +100,7 @@ func benchCluster(ctx context.Context, dir string, o benchOpts) error {
 	if _, err := exec.LookPath("qemu-io"); err != nil {
 		return fmt.Errorf("qemu-io: %w", err)
 	}
-	c, err := proccluster.Up(ctx, proccluster.Options{Dir: dir, Nodes: 3, Disks: 2, DiskSize: o.diskSize, ShoalBin: o.shoal, Out: os.Stdout})
+	c, err := proccluster.Up(ctx, proccluster.Options{Dir: dir, Nodes: 3, Disks: 2, DiskSize: o.diskSize, DiskMode: o.diskMode, DaemonEnv: o.env, ShoalBin: o.shoal, Out: os.Stdout})
 	if !o.keep {
 		defer func() {
 			if err := proccluster.Down(context.Background(), dir, os.Stdout); err != nil {
@@ -132,6 +146,13 @@ func benchCluster(ctx context.Context, dir string, o benchOpts) error {
 	}
 	sock := filepath.Join(c.NodeDir(nodes[0]), "run", "scribe.sock")
 	uri := "nbd+unix:///bench?socket=" + sock
+	// The VSD opens once its claim can be taken (the cluster has voters).
+	if err := benchWait(ctx, "the VSD opens on node1", time.Minute, func() (bool, string) {
+		out, err := exec.CommandContext(ctx, "qemu-img", "info", "-f", "raw", uri).CombinedOutput()
+		return err == nil, string(out)
+	}); err != nil {
+		return err
+	}
 	// Keep the VSD open between fio runs, as a VM would.
 	holder := exec.CommandContext(ctx, "qemu-io", "-f", "raw", "-c", "sleep 86400000", uri)
 	if err := holder.Start(); err != nil {
@@ -139,19 +160,21 @@ func benchCluster(ctx context.Context, dir string, o benchOpts) error {
 	}
 	defer func() { holder.Process.Kill(); holder.Wait() }()
 
-	scribeCPU := func() float64 {
+	// unitCPU sums the CPU seconds of unit's processes on every node.
+	unitCPU := func(unit string) float64 {
 		var sum float64
 		for _, n := range nodes {
 			var rec struct {
 				Pid int `json:"pid"`
 			}
-			b, err := os.ReadFile(filepath.Join(c.NodeDir(n), "pids", "scribe.json"))
+			b, err := os.ReadFile(filepath.Join(c.NodeDir(n), "pids", unit+".json"))
 			if err == nil && json.Unmarshal(b, &rec) == nil && rec.Pid > 0 {
 				sum += fiobench.ProcCPU(rec.Pid)
 			}
 		}
 		return sum
 	}
+	scribeCPU := func() float64 { return unitCPU("scribe") }
 	q, err := fiobench.StartQemuNBD(ctx, c.NodeDir(nodes[0]), o.size)
 	if err != nil {
 		return err
@@ -161,11 +184,20 @@ func benchCluster(ctx context.Context, dir string, o benchOpts) error {
 		{Name: "scribe 2-replica", URI: uri, CPU: scribeCPU},
 		{Name: "qemu-nbd", URI: q.URI, CPU: q.CPU},
 	}
+	diskCPU := unitCPU("fusedisk")
 	tab, err := fiobench.MeasureAll(ctx, targets, o.span, o.runtime, o.rows)
 	if err != nil {
 		return err
 	}
-	tab.Note = fmt.Sprintf("3-node process cluster in %s: VSD of %d bytes, 2 replicas; disks are FUSE files (qa faultdisk) on the same file system as qemu-nbd's raw file; scribe CPU = all three scribe processes", dir, o.size)
+	disks := map[proccluster.DiskMode]string{
+		proccluster.DiskModeFile: "the image files themselves (O_DIRECT)",
+		proccluster.DiskModeLoop: "loop devices with direct I/O over the image files",
+		proccluster.DiskModeFUSE: fmt.Sprintf("FUSE files (qa faultdisk; its servers used %.1f CPU-seconds during the rows, not in scribe's CPU/IO)", unitCPU("fusedisk")-diskCPU),
+	}[o.diskMode]
+	tab.Note = fmt.Sprintf("3-node process cluster in %s: VSD of %d bytes, 2 replicas; disks (--disk-mode %s) are %s, image files on the same file system as qemu-nbd's raw file; scribe CPU = all three scribe processes", dir, o.size, o.diskMode, disks)
+	if len(o.env) > 0 {
+		tab.Note += "; daemon environment " + strings.Join(o.env, " ")
+	}
 	fmt.Print(tab)
 	return nil
 }

@@ -28,7 +28,8 @@ const usage = `shoal-qa: process-level Shoal clusters with fault injection (need
 
 Usage: shoal-qa [--dir D] VERB [ARGS]   (D defaults to $SHOAL_QA_DIR or /tmp/shoal-qa)
 
-  up [-n N] [--disks K] [--disk-size SIZE] [--shoal BIN] [--ready-timeout D]
+  up [-n N] [--disks K] [--disk-size SIZE] [--disk-mode fuse|file|loop] [--env KEY=VALUE]...
+     [--shoal BIN] [--ready-timeout D]
                               build shoal, create N nodes, start their daemons
   status                      nodes, cables, partitions, daemons, disks, addresses
   logs NODE [UNIT]            print a node's logs (UNIT: a daemon or fusedisk)
@@ -106,14 +107,17 @@ func dispatch(ctx context.Context, verb, dir string, args []string) error {
 		nodes    = fs.Int("n", 3, "number of nodes (up)")
 		disks    = fs.Int("disks", 4, "data disks per node (up)")
 		diskSize = fs.String("disk-size", "8G", "size of each sparse data disk, e.g. 512M, 8G (up)")
+		diskMode = fs.String("disk-mode", "fuse", "fuse (fault injection), file (the image files) or loop (loop devices with direct I/O) (up)")
 		shoalBin = fs.String("shoal", "", "shoal binary to run instead of building one (up)")
 		readyTO  = fs.Duration("ready-timeout", 60*time.Second, "how long a daemon may take to report ready (up)")
 		all      = fs.Bool("all", false, "remove every harness cluster on the machine (down)")
 		mount    = fs.String("mount", "", "mount point (fusedisk)")
 		socket   = fs.String("socket", "", "control socket (fusedisk)")
 		diskList listFlag
+		envList  listFlag
 	)
 	fs.Var(&diskList, "disk", "NAME=PATH, repeated (fusedisk)")
+	fs.Var(&envList, "env", "KEY=VALUE added to every daemon's environment, repeated (up)")
 	// Flags end at the first argument that is not one, so for exec the
 	// command's own flags are left alone.
 	if err := fs.Parse(args); err != nil {
@@ -162,10 +166,14 @@ func dispatch(ctx context.Context, verb, dir string, args []string) error {
 		if err != nil {
 			return usageError(err.Error())
 		}
+		mode, err := proccluster.ParseDiskMode(*diskMode)
+		if err != nil {
+			return usageError(err.Error())
+		}
 		if *disks == 0 {
 			*disks = -1 // none
 		}
-		opts := proccluster.Options{Nodes: *nodes, Dir: dir, ShoalBin: *shoalBin, Disks: *disks, DiskSize: size,
+		opts := proccluster.Options{Nodes: *nodes, Dir: dir, ShoalBin: *shoalBin, Disks: *disks, DiskSize: size, DiskMode: mode, DaemonEnv: envList,
 			ReadyTimeout: *readyTO, Out: os.Stdout,
 			Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 		if opts.ShoalBin != "" {

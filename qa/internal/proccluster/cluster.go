@@ -45,6 +45,9 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := CheckPrereqs(); err != nil {
 		return nil, err
 	}
+	if _, err := exec.LookPath("losetup"); err != nil && opts.DiskMode == DiskModeLoop && opts.Disks > 0 {
+		return nil, fmt.Errorf("losetup (util-linux), for loop disks: %w", ErrMissingTool)
+	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -68,7 +71,7 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{
 		st: &State{
-			Dir: dir, Tag: tag, Disks: opts.Disks, DiskSize: opts.DiskSize,
+			Dir: dir, Tag: tag, Disks: opts.Disks, DiskSize: opts.DiskSize, DiskMode: opts.DiskMode, DaemonEnv: opts.DaemonEnv,
 			ShoalBin: opts.ShoalBin, HelperBin: opts.HelperBin, ReadyTO: opts.ReadyTimeout.String(),
 		},
 		log: opts.Log, out: opts.Out, readyTO: opts.ReadyTimeout,
@@ -253,7 +256,14 @@ func (c *Cluster) buildNode(ctx context.Context, name string, index int) error {
 		}
 	}
 	if c.st.Disks > 0 {
-		if err := c.startFusedisk(ctx, name); err != nil {
+		var err error
+		switch c.diskMode() {
+		case DiskModeFUSE:
+			err = c.startFusedisk(ctx, name)
+		default:
+			err = c.linkDisks(ctx, name)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -261,9 +271,64 @@ func (c *Cluster) buildNode(ctx context.Context, name string, index int) error {
 		return err
 	}
 	if c.st.StaticIP {
-		c.printf("%s: %s, %s, %d disks", name, ns.IPv4, ns.IPv6, c.st.Disks)
+		c.printf("%s: %s, %s, %d %s disks", name, ns.IPv4, ns.IPv6, c.st.Disks, c.diskMode())
 	} else {
-		c.printf("%s: addresses from netd, %d disks", name, c.st.Disks)
+		c.printf("%s: addresses from netd, %d %s disks", name, c.st.Disks, c.diskMode())
+	}
+	return nil
+}
+
+// DiskMode is how the cluster's disks reach scribe.
+func (c *Cluster) DiskMode() DiskMode { return c.diskMode() }
+
+func (c *Cluster) diskMode() DiskMode {
+	if c.st.DiskMode == "" {
+		return DiskModeFUSE
+	}
+	return c.st.DiskMode
+}
+
+// makeImages creates node's sparse disk images, D/nodes/NODE/disks/diskK.img.
+func (c *Cluster) makeImages(node string) ([]string, error) {
+	var imgs []string
+	for k := 1; k <= c.st.Disks; k++ {
+		img := filepath.Join(c.NodeDir(node), "disks", fmt.Sprintf("disk%d.img", k))
+		f, err := os.OpenFile(img, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		err = f.Truncate(c.st.DiskSize)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("make sparse disk %s: %w", img, err)
+		}
+		imgs = append(imgs, img)
+	}
+	return imgs, nil
+}
+
+// linkDisks makes D/nodes/NODE/lib/disks/diskK (the node's
+// /var/lib/shoal/disks/diskK) a symlink to its image file (DiskModeFile)
+// or to a loop device with direct I/O backed by it (DiskModeLoop).
+func (c *Cluster) linkDisks(ctx context.Context, node string) error {
+	imgs, err := c.makeImages(node)
+	if err != nil {
+		return err
+	}
+	for k, img := range imgs {
+		target := img
+		if c.diskMode() == DiskModeLoop {
+			out, err := exec.CommandContext(ctx, "losetup", "--direct-io=on", "--find", "--show", img).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%s: attach %s to a loop device: %w: %s", node, img, err, strings.TrimSpace(string(out)))
+			}
+			target = strings.TrimSpace(string(out))
+		}
+		link := filepath.Join(c.NodeDir(node), "lib", "disks", fmt.Sprintf("disk%d", k+1))
+		os.Remove(link)
+		if err := os.Symlink(target, link); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -275,18 +340,12 @@ func (c *Cluster) startFusedisk(ctx context.Context, node string) error {
 		return fmt.Errorf("control socket path %s is too long for a UNIX socket: use a shorter --dir", sock)
 	}
 	args := []string{"fusedisk", "--mount", filepath.Join(dir, "lib", "disks"), "--socket", sock}
-	for k := 1; k <= c.st.Disks; k++ {
-		img := filepath.Join(dir, "disks", fmt.Sprintf("disk%d.img", k))
-		f, err := os.OpenFile(img, os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			return err
-		}
-		err = f.Truncate(c.st.DiskSize)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("make sparse disk %s: %w", img, err)
-		}
-		args = append(args, "--disk", fmt.Sprintf("disk%d=%s", k, img))
+	imgs, err := c.makeImages(node)
+	if err != nil {
+		return err
+	}
+	for k, img := range imgs {
+		args = append(args, "--disk", fmt.Sprintf("disk%d=%s", k+1, img))
 	}
 	logf, err := os.OpenFile(c.LogPath(node, "fusedisk"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -458,7 +517,7 @@ func (c *Cluster) startDaemon(ctx context.Context, node, daemon string) (<-chan 
 	}
 	cmd := c.nodeCmd(context.Background(), node, c.st.ShoalBin, daemon)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(c.env(node), "NOTIFY_SOCKET="+sock)
+	cmd.Env = append(append(c.env(node), c.st.DaemonEnv...), "NOTIFY_SOCKET="+sock)
 	rec, exited, err := c.start(cmd)
 	if err != nil {
 		conn.Close()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,14 +52,17 @@ func needCluster(t *testing.T) {
 
 // up brings up a stand-in cluster in a fresh directory; cleanup runs Down
 // and checks that nothing is left.
-func up(t *testing.T, nodes int) *Cluster {
+func up(t *testing.T, nodes int) *Cluster { return upDisks(t, nodes, DiskModeFUSE) }
+
+// upDisks is up with disks in mode and env added to the daemons'.
+func upDisks(t *testing.T, nodes int, mode DiskMode, env ...string) *Cluster {
 	t.Helper()
 	needCluster(t)
 	dir := t.TempDir()
 	ctx := context.Background()
 	c, err := Up(ctx, Options{
 		Nodes: nodes, Dir: dir, ShoalBin: standinBin, HelperBin: helperBin,
-		Disks: 2, DiskSize: 64 << 20, ReadyTimeout: 20 * time.Second, Out: tlogWriter{t},
+		Disks: 2, DiskSize: 64 << 20, DiskMode: mode, DaemonEnv: env, ReadyTimeout: 20 * time.Second, Out: tlogWriter{t},
 	})
 	t.Cleanup(func() {
 		tag, _ := TagFor(dir)
@@ -101,6 +105,67 @@ func checkNothingLeft(t *testing.T, dir, tag string) {
 	}
 	if socks, _ := filepath.Glob(filepath.Join(os.TempDir(), "shq-"+tag+"-notify-*")); len(socks) > 0 {
 		t.Errorf("notify sockets left: %v", socks)
+	}
+	backs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range backs {
+		if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), dir+"/") {
+			t.Errorf("loop device left: %s backed by %s", f, strings.TrimSpace(string(b)))
+		}
+	}
+}
+
+// TestFastDiskModes brings up one node with file and loop disks: inside the
+// node the disks are the image files or block devices, faults are refused,
+// and Down detaches the loop devices (checked by up's cleanup). The
+// daemons also get Options.DaemonEnv.
+func TestFastDiskModes(t *testing.T) {
+	for _, tt := range []struct {
+		mode DiskMode
+		kind string // stat -L -c %F inside the node
+	}{
+		{DiskModeFile, "regular file"},
+		{DiskModeLoop, "block special file"},
+	} {
+		t.Run(string(tt.mode), func(t *testing.T) {
+			if tt.mode == DiskModeLoop {
+				if _, err := exec.LookPath("losetup"); err != nil {
+					t.Skipf("no losetup for loop disks: %v", err)
+				}
+				if _, err := os.Stat("/dev/loop-control"); err != nil {
+					t.Skipf("no loop devices here: %v", err)
+				}
+			}
+			c := upDisks(t, 1, tt.mode, "SHOAL_QA_TEST_ENV=disks-"+string(tt.mode))
+			ctx := context.Background()
+			n := c.Nodes()[0]
+			rec, err := readRecord(c.pidPath(n, "scribe"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", rec.Pid))
+			if want := "SHOAL_QA_TEST_ENV=disks-" + string(tt.mode); err != nil || !strings.Contains(string(env), want) {
+				t.Errorf("scribe's environment lacks %s (%v): %q", want, err, env)
+			}
+			for _, d := range []string{"disk1", "disk2"} {
+				out, err := c.Output(ctx, n, "stat", "-L", "-c", "%F %s", DiskPath(d))
+				if want := fmt.Sprintf("%s %d", tt.kind, 64<<20); err != nil || (tt.mode == DiskModeFile && strings.TrimSpace(out) != want) || !strings.HasPrefix(out, tt.kind) {
+					t.Errorf("%s inside the node: %q, %v; want %q", DiskPath(d), out, err, want)
+				}
+			}
+			if err := c.DiskFail(ctx, n, "disk1"); !errors.Is(err, ErrNoFaults) {
+				t.Errorf("DiskFail on %s disks: %v, want ErrNoFaults", tt.mode, err)
+			}
+			st, err := c.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "2 " + string(tt.mode) + " disks"; st[0].Disks != want {
+				t.Errorf("status disks %q, want %q", st[0].Disks, want)
+			}
+			if c.DiskMode() != tt.mode {
+				t.Errorf("DiskMode() = %q, want %q", c.DiskMode(), tt.mode)
+			}
+		})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -118,6 +119,7 @@ func down(ctx context.Context, tag, dir string, out io.Writer) error {
 		if !looksLikeClusterDir(dir) {
 			continue
 		}
+		errs = append(errs, detachLoops(ctx, dir, out))
 		imgs, _ := filepath.Glob(filepath.Join(dir, "nodes", "*", "disks", "*.img"))
 		for _, f := range imgs {
 			os.Remove(f)
@@ -133,6 +135,41 @@ func down(ctx context.Context, tag, dir string, out io.Writer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// detachLoops detaches the loop devices backed by dir's disk images
+// (DiskModeLoop), found in /sys/block/loop*/loop/backing_file.
+func detachLoops(ctx context.Context, dir string, out io.Writer) error {
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	var errs []error
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		back := strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
+		if !isDiskImage(dir, back) {
+			continue
+		}
+		dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(f)))
+		if o, err := exec.CommandContext(ctx, "losetup", "--detach", dev).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("detach %s (%s): %w: %s", dev, back, err, strings.TrimSpace(string(o))))
+		} else {
+			fmt.Fprintf(out, "shoal-qa: detached %s\n", dev)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// isDiskImage reports whether path is a disk image of the cluster in dir,
+// dir/nodes/NODE/disks/diskK.img.
+func isDiskImage(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	if err != nil || !filepath.IsAbs(path) {
+		return false
+	}
+	p := strings.Split(rel, "/")
+	return len(p) == 4 && p[0] == "nodes" && p[2] == "disks" && strings.HasPrefix(p[3], "disk") && strings.HasSuffix(p[3], ".img")
 }
 
 // unmountAll lazily unmounts our mounts under dir, deepest first; with

@@ -10,4 +10,5 @@ var (
 	ErrNoSuchNode  = errors.New("no such node")
 	ErrNotReady    = errors.New("daemon did not report ready")
 	ErrMissingTool = errors.New("missing tool")
+	ErrNoFaults    = errors.New("disk faults need FUSE disks: bring the cluster up with --disk-mode fuse")
 )

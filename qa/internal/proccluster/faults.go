@@ -231,6 +231,9 @@ func (c *Cluster) setDisk(ctx context.Context, node, disk string, m faultdisk.Mo
 	if _, err := c.st.node(node); err != nil {
 		return err
 	}
+	if c.diskMode() != DiskModeFUSE {
+		return fmt.Errorf("%s: %s disks: %w", node, c.diskMode(), ErrNoFaults)
+	}
 	if err := faultdisk.SetMode(ctx, c.diskSock(node), disk, m); err != nil {
 		return fmt.Errorf("%s: %w", node, err)
 	}

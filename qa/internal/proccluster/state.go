@@ -18,6 +18,8 @@ type State struct {
 	Daemons   []string    `json:"daemons"` // in start order
 	Disks     int         `json:"disks"`
 	DiskSize  int64       `json:"disk_size"`
+	DiskMode  DiskMode    `json:"disk_mode,omitempty"` // "" (older states) means fuse
+	DaemonEnv []string    `json:"daemon_env,omitempty"`
 	StaticIP  bool        `json:"static_ip"` // the harness assigns addresses (no netd)
 	ReadyTO   string      `json:"ready_timeout"`
 	Nodes     []NodeState `json:"nodes"`

@@ -43,7 +43,9 @@ func (c *Cluster) Status(ctx context.Context) ([]NodeStatus, error) {
 				s.Daemons[d] = r.state()
 			}
 		}
-		if c.st.Disks > 0 {
+		if c.st.Disks > 0 && c.diskMode() != DiskModeFUSE {
+			s.Disks = fmt.Sprintf("%d %s disks", c.st.Disks, c.diskMode())
+		} else if c.st.Disks > 0 {
 			if s.Disks, err = faultdisk.Status(ctx, c.diskSock(n.Name)); err != nil {
 				s.Disks = "unreachable: " + err.Error()
 			}

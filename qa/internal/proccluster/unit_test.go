@@ -20,13 +20,19 @@ func TestOptionsValidate(t *testing.T) {
 		{"too many disks", Options{Disks: 17}, false},
 		{"negative size", Options{DiskSize: -1}, false},
 		{"negative timeout", Options{ReadyTimeout: -time.Second}, false},
+		{"file disks", Options{DiskMode: DiskModeFile}, true},
+		{"loop disks", Options{DiskMode: DiskModeLoop}, true},
+		{"unknown disk mode", Options{DiskMode: "nfs"}, false},
+		{"daemon env", Options{DaemonEnv: []string{"GOMAXPROCS=2", "GODEBUG="}}, true},
+		{"daemon env without =", Options{DaemonEnv: []string{"GOMAXPROCS"}}, false},
+		{"daemon env without key", Options{DaemonEnv: []string{"=2"}}, false},
 	}
 	for _, tt := range tests {
 		if err := tt.o.Validate(); (err == nil) != tt.ok {
 			t.Errorf("%s: Validate() = %v, want ok %v", tt.name, err, tt.ok)
 		}
 	}
-	if o := (Options{Disks: -1}).withDefaults(); o.Disks != 0 || o.Nodes != 3 || o.DiskSize != 8<<30 {
+	if o := (Options{Disks: -1}).withDefaults(); o.Disks != 0 || o.Nodes != 3 || o.DiskSize != 8<<30 || o.DiskMode != DiskModeFUSE {
 		t.Errorf("withDefaults: %+v", o)
 	}
 }
@@ -60,5 +66,43 @@ func TestProcRecord(t *testing.T) {
 	reused := procRecord{Pid: os.Getpid(), Start: start + 1}
 	if reused.alive() {
 		t.Error("a record with another start time counts as alive (pid reuse)")
+	}
+}
+
+func TestParseDiskMode(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want DiskMode
+		ok   bool
+	}{
+		{"fuse", DiskModeFUSE, true},
+		{"file", DiskModeFile, true},
+		{"loop", DiskModeLoop, true},
+		{"", "", false},
+		{"FUSE", "", false},
+	} {
+		got, err := ParseDiskMode(tt.in)
+		if got != tt.want || (err == nil) != tt.ok {
+			t.Errorf("ParseDiskMode(%q) = %q, %v; want %q, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestIsDiskImage(t *testing.T) {
+	for _, tt := range []struct {
+		path string
+		want bool
+	}{
+		{"/tmp/c/nodes/node1/disks/disk1.img", true},
+		{"/tmp/c/nodes/node12/disks/disk16.img", true},
+		{"/tmp/c/nodes/node1/disks/other.img", false},
+		{"/tmp/c/nodes/node1/lib/disks/disk1.img", false},
+		{"/tmp/other/nodes/node1/disks/disk1.img", false},
+		{"/tmp/c2/nodes/node1/disks/disk1.img", false},
+		{"nodes/node1/disks/disk1.img", false},
+	} {
+		if got := isDiskImage("/tmp/c", tt.path); got != tt.want {
+			t.Errorf("isDiskImage(/tmp/c, %q) = %v, want %v", tt.path, got, tt.want)
+		}
 	}
 }

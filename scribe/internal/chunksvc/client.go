@@ -92,7 +92,7 @@ func (c *Client) readLoop() {
 			break
 		}
 		body := make([]byte, resp.length)
-		if _, err = io.ReadFull(r, body); err != nil {
+		if err = readData(r, c.conn, body); err != nil {
 			break
 		}
 		c.mu.Lock()
@@ -118,9 +118,13 @@ func (c *Client) readLoop() {
 	c.mu.Unlock()
 }
 
+// resultChans recycles the channels calls wait on: one that delivered
+// its result is empty and nobody else holds it.
+var resultChans = sync.Pool{New: func() any { return make(chan result, 1) }}
+
 // call sends req with data and waits for its response body.
 func (c *Client) call(ctx context.Context, req request, data []byte) ([]byte, error) {
-	ch := make(chan result, 1)
+	ch := resultChans.Get().(chan result)
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -138,7 +142,7 @@ func (c *Client) call(ctx context.Context, req request, data []byte) ([]byte, er
 	req.encode(c.hdr[:])
 	_, err := c.w.Write(c.hdr[:])
 	if err == nil {
-		_, err = c.w.Write(data)
+		err = c.writeData(data)
 	}
 	if err == nil && c.waiting.Load() == 0 {
 		if err = c.w.Flush(); err == nil {
@@ -151,13 +155,39 @@ func (c *Client) call(ctx context.Context, req request, data []byte) ([]byte, er
 	}
 	select {
 	case res := <-ch:
+		resultChans.Put(ch)
 		return res.body, res.err
 	case <-ctx.Done():
+		// The reader may hold ch already and send on it later: ch is
+		// not recycled.
 		c.mu.Lock()
 		delete(c.pending, req.id)
 		c.mu.Unlock()
 		return nil, ctx.Err()
 	}
+}
+
+// tlsRecord is the largest TLS plaintext record.
+const tlsRecord = 16 << 10
+
+// writeData writes a request's data after its header (c.wmu held). Data
+// that does not fit the buffer is not copied through it: the buffer is
+// topped up to whole TLS records and flushed, and the rest goes to TLS
+// directly, which cuts it into full records.
+func (c *Client) writeData(data []byte) error {
+	if len(data) <= c.w.Available() {
+		_, err := c.w.Write(data)
+		return err
+	}
+	k := min(len(data), tlsRecord-c.w.Buffered()%tlsRecord)
+	if _, err := c.w.Write(data[:k]); err != nil {
+		return err
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	_, err := c.conn.Write(data[k:])
+	return err
 }
 
 func checkLen(off int64, n int) error {

@@ -3,6 +3,7 @@ package chunksvc
 import (
 	"bufio"
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -70,4 +71,22 @@ func startBatching(tc net.Conn) {
 			bc.batching.Store(true)
 		}
 	}
+}
+
+// readData fills p with the bytes that follow in r, which buffers conn:
+// what r holds already is copied from it, and a rest of a TLS record or
+// more is read from conn straight into p (a large payload is not copied
+// through r's buffer; a small one still shares r's reads with the
+// requests around it).
+func readData(r *bufio.Reader, conn io.Reader, p []byte) error {
+	n := min(r.Buffered(), len(p))
+	if len(p)-n < tlsRecord {
+		_, err := io.ReadFull(r, p)
+		return err
+	}
+	if _, err := io.ReadFull(r, p[:n]); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(conn, p[n:])
+	return err
 }

@@ -37,6 +37,8 @@
 // Caveats: a Client does not redial by itself, and calls rely on their
 // context for a deadline (a silent peer is noticed only through it). An
 // authenticated peer can make the server hold MaxInFlight buffers of up
-// to MaxData bytes per connection (1 GiB at the defaults); buffers are
-// allocated per request, not pooled.
+// to MaxData bytes per connection (1 GiB at the defaults). Request data
+// buffers come from package bufpool and go back once the request is
+// answered, so the stores and the register must not keep a request's
+// data after they return (they copy what they keep).
 package chunksvc

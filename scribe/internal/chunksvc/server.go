@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/shoal-hci/shoal/scribe/internal/bufpool"
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
@@ -156,18 +157,27 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
 	// Requests go to an idle handler, or a new one: handlers live as long
 	// as the connection, so the stacks the write path grows are reused.
+	// Request data comes from bufpool and goes back once the request is
+	// answered: the stores and the register copy what they keep.
 	type job struct {
 		req  request
-		data []byte
+		data *[]byte
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer close(jobs)
 	serve := func(j job) {
-		body, err := s.local.handle(ctx, j.req, j.data)
+		var data []byte
+		if j.data != nil {
+			data = *j.data
+		}
+		body, err := s.local.handle(ctx, j.req, data)
 		if err := sc.reply(j.req.id, body, err); err != nil {
 			conn.Close()
+		}
+		if j.data != nil {
+			bufpool.Put(j.data)
 		}
 		<-sem
 	}
@@ -184,10 +194,10 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 			log.Warn("chunk service bad request; closing the connection", "err", err)
 			return
 		}
-		var data []byte
+		var data *[]byte // nil: no data
 		if req.length > 0 {
-			data = make([]byte, req.length)
-			if _, err := io.ReadFull(r, data); err != nil {
+			data = bufpool.Get(int(req.length))
+			if err := readData(r, conn, *data); err != nil {
 				return
 			}
 		}

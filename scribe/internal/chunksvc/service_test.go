@@ -267,3 +267,48 @@ func TestRegisterOverTheWire(t *testing.T) {
 		t.Fatalf("put at epoch 1 after a read at 2: %v, want ErrStaleEpoch", err)
 	}
 }
+
+// TestMixedSizesOverTheWire pipelines small and chunk-sized writes and
+// reads on one connection: large payloads bypass the buffers on both
+// sides (Client.writeData, readData), small ones share them, and every
+// byte must come back where it was written.
+func TestMixedSizesOverTheWire(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := context.Background()
+	cl := dial(t, c, "node1")
+	s := c.Stores("node1")[0]
+	disk, chunk := s.Superblock().DiskID, int(s.ChunkSize())
+	sizes := []int{4096, 60 << 10, chunk, 12288, chunk - 4096}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*len(sizes))
+	for i := range 2 * len(sizes) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := sizes[i%len(sizes)]
+			key := chunkstore.ChunkKey{VSD: chunkstore.ID{9}, Extent: uint64(i)}
+			data := make([]byte, n)
+			for j := range data {
+				data[j] = byte(i*7 + j/4096 + j%251)
+			}
+			if err := cl.Write(ctx, disk, key, 1, chunkstore.Stamp{}, 0, data, false); err != nil {
+				errs <- fmt.Errorf("write %d of %d bytes: %w", i, n, err)
+				return
+			}
+			got := make([]byte, n)
+			if err := cl.Read(ctx, disk, key, 0, got); err != nil {
+				errs <- fmt.Errorf("read %d of %d bytes: %w", i, n, err)
+			} else if !bytes.Equal(got, data) {
+				errs <- fmt.Errorf("request %d (%d bytes) read other data", i, n)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Errorf("store check: %v", err)
+	}
+}

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"sync"
 	"syscall"
+
+	"github.com/shoal-hci/shoal/scribe/internal/bufpool"
 )
 
 // request is one parsed transmission request.
@@ -53,32 +54,6 @@ func (b *budget) release(n int64) {
 	b.bytes -= n
 	b.mu.Unlock()
 	b.cond.Broadcast()
-}
-
-// bufPools hold payload buffers in power-of-two size classes.
-var bufPools [31]sync.Pool
-
-func getBuf(n int) *[]byte {
-	if n == 0 {
-		b := []byte{}
-		return &b
-	}
-	class := bits.Len(uint(n - 1))
-	if v := bufPools[class].Get(); v != nil {
-		b := v.(*[]byte)
-		*b = (*b)[:n]
-		return b
-	}
-	b := make([]byte, n, 1<<class)
-	return &b
-}
-
-func putBuf(b *[]byte) {
-	c := cap(*b)
-	if c == 0 || c&(c-1) != 0 {
-		return
-	}
-	bufPools[bits.Len(uint(c-1))].Put(b)
 }
 
 // workers run a session's requests. A request goes to an idle worker if
@@ -148,16 +123,16 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 			}
 			cost = int64(req.length)
 			bud.acquire(cost)
-			buf := getBuf(int(req.length))
+			buf := bufpool.Get(int(req.length))
 			if _, err := io.ReadFull(s.r, *buf); err != nil {
-				putBuf(buf)
+				bufpool.Put(buf)
 				bud.release(cost)
 				return fmt.Errorf("read write payload: %w", err)
 			}
 			req.data = *buf
 			w.run(func() {
 				defer bud.release(cost)
-				defer putBuf(buf)
+				defer bufpool.Put(buf)
 				s.handle(ctx, exp, size, req)
 			})
 			continue
@@ -270,8 +245,8 @@ func (s *session) check(exp *export, size uint64, req request) uint32 {
 }
 
 func (s *session) read(ctx context.Context, b Backend, req request) {
-	buf := getBuf(int(req.length))
-	defer putBuf(buf)
+	buf := bufpool.Get(int(req.length))
+	defer bufpool.Put(buf)
 	if len(*buf) > 0 {
 		if err := b.ReadAt(ctx, *buf, int64(req.offset)); err != nil {
 			s.replyError(req, errnoOf(err), err.Error())

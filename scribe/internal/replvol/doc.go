@@ -61,7 +61,10 @@
 //
 // Concurrency: a Volume is safe for concurrent use. Each extent has a
 // read-write lock: data requests share it, changes of its replica set take
-// it exclusively.
+// it exclusively. A request to several replicas runs the first in the
+// caller's goroutine and the others on the Volume's fan-out workers, which
+// live until Close (Close waits for them; a request after Close runs them
+// in the caller).
 //
 // Rescan repeats Open's fence and scan for the extents left unavailable,
 // once the nodes they name are back.

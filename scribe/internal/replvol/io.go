@@ -30,31 +30,92 @@ func (v *Volume) key(e uint64) chunkstore.ChunkKey {
 // with an older epoch can have stamped.
 func (v *Volume) nextGen(g uint64) uint64 { return max(g+1, v.cfg.Epoch<<32) }
 
-// fanout runs f against every replica in parallel and returns their
-// errors in order.
+// fanout runs f against every replica in parallel, all under one
+// per-request timeout, and returns their errors in order.
 func (v *Volume) fanout(ctx context.Context, reps []loc, f func(context.Context, Replica, loc) error) []error {
 	errs := make([]error, len(reps))
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
+	defer cancel()
 	one := func(i int) {
 		r, err := v.cfg.Pool.Replica(reps[i].node)
 		if err != nil {
 			errs[i] = fmt.Errorf("node %s: %w: %w", reps[i].node, chunksvc.ErrUnreachable, err)
 			return
 		}
-		errs[i] = v.do(ctx, func(ctx context.Context) error { return f(ctx, r, reps[i]) })
+		errs[i] = f(ctx, r, reps[i])
 	}
 	var wg sync.WaitGroup
 	for i := 1; i < len(reps); i++ {
 		wg.Add(1)
-		go func() {
+		v.fan.run(func() {
 			defer wg.Done()
 			one(i)
-		}()
+		})
 	}
 	if len(reps) > 0 {
 		one(0)
 	}
 	wg.Wait()
 	return errs
+}
+
+// fanWorkers run fanout's calls to the other replicas. A call goes to an
+// idle worker if there is one, else to a new one; workers stay until the
+// Volume closes, so their stacks, grown once by the write path (TLS,
+// pwrite), are reused instead of grown for every write (which cost ~5 %
+// of the CPU of 4 KiB writes). After stop, run calls f itself.
+type fanWorkers struct {
+	work chan func()
+	quit chan struct{}
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newFanWorkers() *fanWorkers {
+	return &fanWorkers{work: make(chan func()), quit: make(chan struct{})}
+}
+
+func (w *fanWorkers) run(f func()) {
+	select {
+	case w.work <- f:
+		return
+	default:
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		f()
+		return
+	}
+	w.wg.Add(1)
+	w.mu.Unlock()
+	go func() {
+		defer w.wg.Done()
+		f()
+		for {
+			select {
+			case f := <-w.work:
+				f()
+			case <-w.quit:
+				return
+			}
+		}
+	}()
+}
+
+// stop ends the idle workers and waits for the busy ones.
+func (w *fanWorkers) stop() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	w.mu.Unlock()
+	close(w.quit)
+	w.wg.Wait()
 }
 
 // markWritten records that node completed a write: Flush syncs it.

@@ -60,6 +60,7 @@ type Volume struct {
 	dropped map[string]bool // nodes being or already swept
 	reg     registrar       // batches generation register writes
 
+	fan    *fanWorkers // run fanout's calls to all but the first replica
 	sweeps sync.WaitGroup
 	stop   context.CancelFunc
 	bg     context.Context
@@ -76,9 +77,10 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	v := &Volume{cfg: cfg, extents: map[uint64]*extent{}, written: map[string]bool{}, dropped: map[string]bool{}}
+	v := &Volume{cfg: cfg, extents: map[uint64]*extent{}, written: map[string]bool{}, dropped: map[string]bool{}, fan: newFanWorkers()}
 	sc, err := v.scan(ctx)
 	if err != nil {
+		v.fan.stop()
 		return nil, err
 	}
 	for _, e := range sc.extents() {
@@ -277,6 +279,7 @@ func (v *Volume) Close() error {
 	v.mu.Unlock()
 	v.stop()
 	v.sweeps.Wait()
+	v.fan.stop()
 	return nil
 }
 
