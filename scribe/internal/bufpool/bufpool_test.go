@@ -30,7 +30,7 @@ func TestGetPut(t *testing.T) {
 			t.Errorf("Get(%d) after Put: len %d", tt.n, len(*c))
 		}
 	}
-	odd := make([]byte, 3, 3)
+	odd := make([]byte, 3)
 	Put(&odd) // not from Get: dropped, no panic
 }
 

@@ -14,7 +14,10 @@ import (
 )
 
 // Client is a connection to one node's chunk service. Its methods match
-// LocalReplica's.
+// LocalReplica's and wait for the response; the Start methods (StartWrite,
+// StartZero, StartFree, StartSetStamp, StartSync) send the same requests
+// and return a Pending to wait on later, so a caller can overlap a
+// remote call with other work without another goroutine.
 type Client struct {
 	conn net.Conn
 	addr string
@@ -122,51 +125,6 @@ func (c *Client) readLoop() {
 // its result is empty and nobody else holds it.
 var resultChans = sync.Pool{New: func() any { return make(chan result, 1) }}
 
-// call sends req with data and waits for its response body.
-func (c *Client) call(ctx context.Context, req request, data []byte) ([]byte, error) {
-	ch := resultChans.Get().(chan result)
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
-		return nil, c.err
-	}
-	c.nextID++
-	req.id = c.nextID
-	c.pending[req.id] = ch
-	c.mu.Unlock()
-	req.length = uint32(len(data))
-
-	c.waiting.Add(1)
-	c.wmu.Lock()
-	c.waiting.Add(-1)
-	req.encode(c.hdr[:])
-	_, err := c.w.Write(c.hdr[:])
-	if err == nil {
-		err = c.writeData(data)
-	}
-	if err == nil && c.waiting.Load() == 0 {
-		if err = c.w.Flush(); err == nil {
-			err = flushUnder(c.conn)
-		}
-	}
-	c.wmu.Unlock()
-	if err != nil {
-		c.conn.Close() // the reader fails every pending call
-	}
-	select {
-	case res := <-ch:
-		resultChans.Put(ch)
-		return res.body, res.err
-	case <-ctx.Done():
-		// The reader may hold ch already and send on it later: ch is
-		// not recycled.
-		c.mu.Lock()
-		delete(c.pending, req.id)
-		c.mu.Unlock()
-		return nil, ctx.Err()
-	}
-}
-
 // tlsRecord is the largest TLS plaintext record.
 const tlsRecord = 16 << 10
 
@@ -206,11 +164,8 @@ func flags(fua bool) uint8 {
 
 // Write writes p at off of the chunk for key on disk.
 func (c *Client) Write(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, fua bool) error {
-	if err := checkLen(off, len(p)); err != nil {
-		return fmt.Errorf("write chunk: %w", err)
-	}
-	_, err := c.call(ctx, request{op: opWrite, flags: flags(fua), disk: disk, key: key, epoch: epoch, stamp: st, off: uint32(off), count: uint32(len(p))}, p)
-	return err
+	pd := c.StartWrite(ctx, disk, key, epoch, st, off, p, fua)
+	return pd.Wait(ctx)
 }
 
 // Read fills p from off of the chunk for key on disk.
@@ -231,23 +186,20 @@ func (c *Client) Read(ctx context.Context, disk chunkstore.ID, key chunkstore.Ch
 
 // Zero makes [off, off+n) of the chunk for key on disk read as zero.
 func (c *Client) Zero(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off, n int64, fua bool) error {
-	if err := checkLen(off, int(min(n, MaxData+1))); err != nil {
-		return fmt.Errorf("zero chunk: %w", err)
-	}
-	_, err := c.call(ctx, request{op: opZero, flags: flags(fua), disk: disk, key: key, epoch: epoch, stamp: st, off: uint32(off), count: uint32(n)}, nil)
-	return err
+	pd := c.StartZero(ctx, disk, key, epoch, st, off, n, fua)
+	return pd.Wait(ctx)
 }
 
 // Free releases the chunk for key on disk.
 func (c *Client) Free(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64) error {
-	_, err := c.call(ctx, request{op: opFree, disk: disk, key: key, epoch: epoch}, nil)
-	return err
+	pd := c.StartFree(ctx, disk, key, epoch)
+	return pd.Wait(ctx)
 }
 
 // SetStamp records a newer stamp on the chunk for key on disk.
 func (c *Client) SetStamp(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, fua bool) error {
-	_, err := c.call(ctx, request{op: opStamp, flags: flags(fua), disk: disk, key: key, epoch: epoch, stamp: st}, nil)
-	return err
+	pd := c.StartSetStamp(ctx, disk, key, epoch, st, fua)
+	return pd.Wait(ctx)
 }
 
 // Fence raises every chunk of vsd on the node to epoch.
@@ -258,8 +210,8 @@ func (c *Client) Fence(ctx context.Context, vsd chunkstore.ID, epoch uint64) err
 
 // Sync makes every completed write on the node durable.
 func (c *Client) Sync(ctx context.Context) error {
-	_, err := c.call(ctx, request{op: opSync}, nil)
-	return err
+	pd := c.StartSync(ctx)
+	return pd.Wait(ctx)
 }
 
 // Chunks lists the chunks of vsd on the node.

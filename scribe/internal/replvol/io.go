@@ -30,32 +30,80 @@ func (v *Volume) key(e uint64) chunkstore.ChunkKey {
 // with an older epoch can have stamped.
 func (v *Volume) nextGen(g uint64) uint64 { return max(g+1, v.cfg.Epoch<<32) }
 
+// startFunc sends an operation's request to a replica reached over the
+// network without waiting for its response (chunksvc.Client's Start
+// methods); fanout waits for it.
+type startFunc func(ctx context.Context, c *chunksvc.Client, l loc) chunksvc.Pending
+
 // fanout runs f against every replica in parallel, all under one
-// per-request timeout, and returns their errors in order.
+// per-request timeout, and returns their errors in order: the first on
+// the calling goroutine, the rest on fan workers.
 func (v *Volume) fanout(ctx context.Context, reps []loc, f func(context.Context, Replica, loc) error) []error {
+	return v.fanoutStart(ctx, reps, f, nil)
+}
+
+// fanoutStart is fanout with the requests to network replicas
+// (chunksvc.Client) pipelined when start is set: they are sent first with
+// start, without waiting; the other replicas' calls run next (the first
+// on the calling goroutine, the rest on fan workers); then the network
+// responses are collected, in order. A write to a local and a remote
+// replica thus overlaps the two without handing either to another
+// goroutine. Replicas are looked up (Pool.Replica) one after another
+// before any call runs.
+func (v *Volume) fanoutStart(ctx context.Context, reps []loc, f func(context.Context, Replica, loc) error, start startFunc) []error {
 	errs := make([]error, len(reps))
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
 	defer cancel()
-	one := func(i int) {
-		r, err := v.cfg.Pool.Replica(reps[i].node)
+	const (
+		skip  = iota // failed to resolve: errs holds why
+		call         // run f
+		async        // started; wait for pend
+	)
+	var (
+		kindBuf [chunkstore.MaxMembers]uint8
+		repBuf  [chunkstore.MaxMembers]Replica
+		pendBuf [chunkstore.MaxMembers]chunksvc.Pending
+	)
+	kind, rs, pend := kindBuf[:], repBuf[:], pendBuf[:]
+	if len(reps) > len(kindBuf) {
+		kind, rs, pend = make([]uint8, len(reps)), make([]Replica, len(reps)), make([]chunksvc.Pending, len(reps))
+	}
+	for i, l := range reps {
+		r, err := v.cfg.Pool.Replica(l.node)
 		if err != nil {
-			errs[i] = fmt.Errorf("node %s: %w: %w", reps[i].node, chunksvc.ErrUnreachable, err)
-			return
+			kind[i], errs[i] = skip, fmt.Errorf("node %s: %w: %w", l.node, chunksvc.ErrUnreachable, err)
+			continue
 		}
-		errs[i] = f(ctx, r, reps[i])
+		if c, ok := r.(*chunksvc.Client); ok && start != nil {
+			kind[i], pend[i] = async, start(ctx, c, l)
+			continue
+		}
+		kind[i], rs[i] = call, r
 	}
+	first := -1
 	var wg sync.WaitGroup
-	for i := 1; i < len(reps); i++ {
-		wg.Add(1)
-		v.fan.run(func() {
-			defer wg.Done()
-			one(i)
-		})
+	for i := range reps {
+		switch {
+		case kind[i] != call:
+		case first < 0:
+			first = i
+		default:
+			wg.Add(1)
+			v.fan.run(func() {
+				defer wg.Done()
+				errs[i] = f(ctx, rs[i], reps[i])
+			})
+		}
 	}
-	if len(reps) > 0 {
-		one(0)
+	if first >= 0 {
+		errs[first] = f(ctx, rs[first], reps[first])
 	}
 	wg.Wait()
+	for i := range reps {
+		if kind[i] == async {
+			errs[i] = pend[i].Wait(ctx)
+		}
+	}
 	return errs
 }
 
@@ -136,7 +184,7 @@ func fenced(err error) error {
 // modify applies op to every replica of extent e. An absent extent is
 // placed first when create is set, else left alone. Replicas that fail
 // are dropped (see drop) before modify returns.
-func (v *Volume) modify(ctx context.Context, e uint64, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error) error {
+func (v *Volume) modify(ctx context.Context, e uint64, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error, start func(context.Context, *chunksvc.Client, loc, chunkstore.Stamp) chunksvc.Pending) error {
 	if v.cfg.ReadOnly {
 		return fmt.Errorf("extent %d: %w: the VSD is read-only", e, nbd.ErrReadOnly)
 	}
@@ -165,7 +213,11 @@ func (v *Volume) modify(ctx context.Context, e uint64, create bool, op func(cont
 			continue
 		}
 		reps, st := slices.Clone(ex.replicas), ex.stamp()
-		errs := v.fanout(ctx, reps, func(ctx context.Context, r Replica, l loc) error { return op(ctx, r, l, st) })
+		var startSt startFunc
+		if start != nil {
+			startSt = func(ctx context.Context, c *chunksvc.Client, l loc) chunksvc.Pending { return start(ctx, c, l, st) }
+		}
+		errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, l loc) error { return op(ctx, r, l, st) }, startSt)
 		ex.mu.RUnlock()
 		v.markWritten(reps, errs)
 		var failed []loc
@@ -218,8 +270,10 @@ func (v *Volume) place(ctx context.Context, e uint64, ex *extent) error {
 	// Free whatever is left under this key on the chosen disks (a stale
 	// copy, or one this Volume never saw), so no old block survives in the
 	// new chunk.
-	errs := v.fanout(ctx, reps, func(ctx context.Context, r Replica, l loc) error {
+	errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, l loc) error {
 		return r.Free(ctx, l.disk, v.key(e), v.cfg.Epoch)
+	}, func(ctx context.Context, c *chunksvc.Client, l loc) chunksvc.Pending {
+		return c.StartFree(ctx, l.disk, v.key(e), v.cfg.Epoch)
 	})
 	var good []loc
 	for i, err := range errs {
@@ -282,8 +336,10 @@ func (v *Volume) drop(ctx context.Context, e uint64, ex *extent, failed []loc, c
 		if err := v.register(ctx, []genreg.Entry{entryOf(e, next.gen, survivors)}); err != nil {
 			return fmt.Errorf("drop %d replicas of extent %d: %w (after: %w)", len(gone), e, err, cause)
 		}
-		errs := v.fanout(ctx, survivors, func(ctx context.Context, r Replica, l loc) error {
+		errs := v.fanoutStart(ctx, survivors, func(ctx context.Context, r Replica, l loc) error {
 			return r.SetStamp(ctx, l.disk, v.key(e), v.cfg.Epoch, st, true)
+		}, func(ctx context.Context, c *chunksvc.Client, l loc) chunksvc.Pending {
+			return c.StartSetStamp(ctx, l.disk, v.key(e), v.cfg.Epoch, st, true)
 		})
 		var bad []loc
 		for i, err := range errs {
@@ -437,6 +493,8 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 		data := p[pc.ReqStart : pc.ReqStart+pc.N]
 		err := v.modify(ctx, pc.Extent, true, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
 			return r.Write(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
+		}, func(ctx context.Context, c *chunksvc.Client, l loc, st chunkstore.Stamp) chunksvc.Pending {
+			return c.StartWrite(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
 		})
 		if err != nil {
 			return mapErr(err)
@@ -558,7 +616,8 @@ func (v *Volume) Flush(ctx context.Context) error {
 		reps = append(reps, loc{node: n})
 	}
 	v.mu.Unlock()
-	errs := v.fanout(ctx, reps, func(ctx context.Context, r Replica, _ loc) error { return r.Sync(ctx) })
+	errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, _ loc) error { return r.Sync(ctx) },
+		func(ctx context.Context, c *chunksvc.Client, _ loc) chunksvc.Pending { return c.StartSync(ctx) })
 	for i, err := range errs {
 		if err == nil {
 			continue
@@ -609,7 +668,7 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroF
 				return r.Sync(ctx)
 			}
 			return r.Zero(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, pc.N, f.FUA)
-		})
+		}, startZero(v, pc, f.FUA))
 		if err != nil {
 			return mapErr(err)
 		}
@@ -618,6 +677,22 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroF
 		}
 	}
 	return nil
+}
+
+// startZero is WriteZeroes' operation on piece pc as a start function, or
+// nil for the one that takes two requests (Free then Sync, for FUA).
+func startZero(v *Volume, pc chunkstore.Span, fua bool) func(context.Context, *chunksvc.Client, loc, chunkstore.Stamp) chunksvc.Pending {
+	if pc.N == v.chunk {
+		if fua {
+			return nil
+		}
+		return func(ctx context.Context, c *chunksvc.Client, l loc, _ chunkstore.Stamp) chunksvc.Pending {
+			return c.StartFree(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch)
+		}
+	}
+	return func(ctx context.Context, c *chunksvc.Client, l loc, st chunkstore.Stamp) chunksvc.Pending {
+		return c.StartZero(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, pc.N, fua)
+	}
 }
 
 // BlockStatus implements nbd.Backend: unwritten blocks are holes.

@@ -1,0 +1,244 @@
+package chunksvc_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
+	"github.com/shoal-hci/shoal/scribe/internal/loopcluster"
+)
+
+// Wire constants the scripted peer needs (see wire.go).
+const (
+	reqHeader  = 128
+	respHeader = 16
+	stOK       = 0
+	stStale    = 2
+	stRange    = 5
+)
+
+// scriptedPeer is the server end of one chunk service connection whose
+// responses the test writes by hand, in any order.
+type scriptedPeer struct {
+	t    *testing.T
+	conn net.Conn
+}
+
+// dialScripted returns a Client connected to a scriptedPeer.
+func dialScripted(t *testing.T) (*chunksvc.Client, *scriptedPeer) {
+	t.Helper()
+	ca, err := loopcluster.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Issue("server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := ca.Issue("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", ca.ServerTLS(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan net.Conn, 1)
+	go func() {
+		defer close(conns)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if err := c.(*tls.Conn).Handshake(); err != nil {
+			c.Close()
+			return
+		}
+		conns <- c
+	}()
+	cl, err := chunksvc.Dial(context.Background(), ln.Addr().String(), ca.ClientTLS(cli))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := <-conns
+	if conn == nil {
+		t.Fatal("scripted peer: no connection")
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cl.Close()
+	})
+	return cl, &scriptedPeer{t: t, conn: conn}
+}
+
+// next reads one request and returns its ID and op.
+func (p *scriptedPeer) next() (uint64, byte) {
+	p.t.Helper()
+	hdr := make([]byte, reqHeader)
+	if _, err := io.ReadFull(p.conn, hdr); err != nil {
+		p.t.Fatalf("read request: %v", err)
+	}
+	if _, err := io.CopyN(io.Discard, p.conn, int64(binary.LittleEndian.Uint32(hdr[4:]))); err != nil {
+		p.t.Fatalf("read request data: %v", err)
+	}
+	return binary.LittleEndian.Uint64(hdr[8:]), hdr[1]
+}
+
+// respond answers request id with status and msg as body.
+func (p *scriptedPeer) respond(id uint64, status byte, msg string) {
+	p.t.Helper()
+	b := make([]byte, respHeader+len(msg))
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(msg)))
+	b[4] = status
+	binary.LittleEndian.PutUint64(b[8:], id)
+	copy(b[respHeader:], msg)
+	if _, err := p.conn.Write(b); err != nil {
+		p.t.Fatalf("respond: %v", err)
+	}
+}
+
+var (
+	pendDisk = chunkstore.ID{0xd1}
+	pendKey  = chunkstore.ChunkKey{VSD: chunkstore.ID{0x42}, Extent: 7}
+)
+
+// TestPendingOutOfOrder starts many calls at once, answers them in
+// reverse order with different outcomes, and expects each Wait to get its
+// own.
+func TestPendingOutOfOrder(t *testing.T) {
+	cl, peer := dialScripted(t)
+	ctx := context.Background()
+	const n = 40
+	pend := make([]chunksvc.Pending, n)
+	for i := range pend {
+		switch i % 4 {
+		case 0:
+			pend[i] = cl.StartWrite(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, int64(i)*4096, make([]byte, 4096), i%8 == 0)
+		case 1:
+			pend[i] = cl.StartSync(ctx)
+		case 2:
+			pend[i] = cl.StartSetStamp(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{Gen: uint64(i)}, true)
+		case 3:
+			pend[i] = cl.StartZero(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, 0, 4096, false)
+		}
+	}
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i], _ = peer.next()
+	}
+	// Request i gets: OK, a stale epoch or a range error, by i mod 3.
+	want := func(i int) error {
+		return []error{nil, chunkstore.ErrStaleEpoch, chunkstore.ErrRange}[i%3]
+	}
+	for i := n - 1; i >= 0; i-- {
+		status := []byte{stOK, stStale, stRange}[i%3]
+		msg := ""
+		if status != stOK {
+			msg = fmt.Sprintf("request %d refused", i)
+		}
+		peer.respond(ids[i], status, msg)
+	}
+	for i := range pend {
+		err := pend[i].Wait(ctx)
+		if w := want(i); (w == nil) != (err == nil) || (w != nil && !errors.Is(err, w)) {
+			t.Errorf("call %d: Wait = %v, want %v", i, err, w)
+		}
+	}
+	if err := pend[0].Wait(ctx); err == nil {
+		t.Error("a second Wait succeeded")
+	}
+	if err := cl.Err(); err != nil {
+		t.Fatalf("connection broken: %v", err)
+	}
+}
+
+// TestPendingWaitContextEnds gives up on a call before its response and
+// expects the late response to be dropped, not delivered to another call.
+func TestPendingWaitContextEnds(t *testing.T) {
+	cl, peer := dialScripted(t)
+	ctx := context.Background()
+	late := cl.StartFree(ctx, pendDisk, pendKey, 1)
+	lateID, op := peer.next()
+	if op == 0 {
+		t.Fatal("request without op")
+	}
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := late.Wait(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait after its context ended = %v, want context.Canceled", err)
+	}
+	if p := cl.StartSync(ended); !errors.Is(p.Wait(ctx), context.Canceled) {
+		t.Error("a call started with an ended context did not fail with it")
+	}
+	next := cl.StartWrite(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, 0, []byte("x"), false)
+	nextID, _ := peer.next() // the ended-context call sent nothing
+	if nextID == lateID {
+		t.Fatalf("request ID %d reused", nextID)
+	}
+	peer.respond(lateID, stStale, "too late")
+	peer.respond(nextID, stOK, "")
+	if err := next.Wait(ctx); err != nil {
+		t.Fatalf("call after an abandoned one: %v", err)
+	}
+	if err := cl.Err(); err != nil {
+		t.Fatalf("a late response broke the connection: %v", err)
+	}
+}
+
+// TestPendingConnectionFails breaks the connection while calls are
+// pending: each fails with ErrUnreachable, and so do later ones.
+func TestPendingConnectionFails(t *testing.T) {
+	cl, peer := dialScripted(t)
+	ctx := context.Background()
+	var pend []chunksvc.Pending
+	for i := range 5 {
+		pend = append(pend, cl.StartWrite(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, int64(i)*4096, make([]byte, 4096), false))
+	}
+	for range pend {
+		peer.next()
+	}
+	peer.conn.Close()
+	for i := range pend {
+		if err := pend[i].Wait(ctx); !errors.Is(err, chunksvc.ErrUnreachable) {
+			t.Errorf("call %d: Wait = %v, want ErrUnreachable", i, err)
+		}
+	}
+	if err := cl.Err(); !errors.Is(err, chunksvc.ErrUnreachable) {
+		t.Errorf("Err = %v, want ErrUnreachable", err)
+	}
+	p := cl.StartSync(ctx)
+	if err := p.Wait(ctx); !errors.Is(err, chunksvc.ErrUnreachable) {
+		t.Errorf("call after the failure: %v, want ErrUnreachable", err)
+	}
+}
+
+// TestPendingArrivedResponseBeatsEndedContext: a response that arrived
+// before Wait is returned even when Wait's context has ended.
+func TestPendingArrivedResponseBeatsEndedContext(t *testing.T) {
+	cl, peer := dialScripted(t)
+	ctx := context.Background()
+	a := cl.StartSetStamp(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{Gen: 2}, true)
+	b := cl.StartSync(ctx)
+	aID, _ := peer.next()
+	bID, _ := peer.next()
+	peer.respond(aID, stStale, "older epoch")
+	peer.respond(bID, stOK, "")
+	// Responses are delivered in the order they arrive: once b's is
+	// in, a's is too.
+	if err := b.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := a.Wait(ended); !errors.Is(err, chunkstore.ErrStaleEpoch) {
+		t.Fatalf("Wait with an ended context = %v, want the response's ErrStaleEpoch", err)
+	}
+}
