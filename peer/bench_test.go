@@ -65,31 +65,37 @@ func startRaw(tb testing.TB, n int) []gossipNode {
 	return nodes
 }
 
-// startShoal starts serf as startMembership does (GossipConfig, encrypted,
-// the node's gossip transport) and joins the way a node does: each node is
+// startShoal starts serf as startMembership does (GossipConfig for n
+// expected members, encrypted, the node's gossip transport) and joins the way a node does: each node is
 // given three random nodes already in the cluster (what an admission reply
 // lists) and joins through the first that answers (joinOne), with at most
-// 4 joins in flight (paced).
-func startShoal(tb testing.TB, n int) []gossipNode { return startSerf(tb, n, true) }
+// 4 joins in flight (paced), re-syncs once (resyncAfter) and, until stop is
+// closed, heals every tick as heal does.
+func startShoal(tb testing.TB, n int, stop <-chan struct{}) []gossipNode {
+	return startSerf(tb, n, true, stop)
+}
 
-// background tracks the benchmark's re-sync goroutines, which outlive startSerf.
+// background tracks the benchmark's re-sync and heal goroutines, which
+// outlive startSerf.
 var background sync.WaitGroup
 
 // startSerf starts serf with shoal's configuration (tuned) or serf's and
 // memberlist's stock LAN configuration, joined the same paced way.
-func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
+func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) []gossipNode {
 	key := make([]byte, 32)
 	rand.Read(key)
 	clusterID := fmt.Sprintf("%x", key[:16])
 	nodes := make([]gossipNode, n)
 	sem := make(chan struct{}, 4)
-	resync := peer.ResyncAfter(peer.DefaultTimers())
 	begin := time.Now()
 	var mu sync.Mutex
-	joined := []string{} // nodes already in: what an admission reply lists
+	joined := []string{}         // nodes already in: what an admission reply lists
+	heard := map[string]string{} // node name to gossip address: what discovery hears
 	var wg sync.WaitGroup
 	for i := range n {
-		c := peer.GossipConfig(peer.DefaultTimers())
+		// Every node hears the other n-1 on the backplane before its
+		// gossip starts (a rack powering on), as expectedMembers counts.
+		c := peer.GossipConfig(peer.DefaultTimers(), n)
 		if !tuned {
 			c = serf.DefaultConfig()
 			c.MemberlistConfig = memberlist.DefaultLANConfig()
@@ -120,6 +126,11 @@ func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
 			tb.Fatalf("serf %d: %v", i, err)
 		}
 		nodes[i] = serfNode{s}
+		mu.Lock()
+		heard[name] = nodes[i].addr()
+		mu.Unlock()
+		background.Add(1)
+		go func() { defer background.Done(); benchHeal(s, heard, &mu, stop) }()
 		if i == 0 {
 			joined = append(joined, nodes[0].addr())
 			continue
@@ -145,9 +156,9 @@ func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
 				fmt.Printf("  %d nodes joined after %.1fs\n", len(joined), time.Since(begin).Seconds())
 			}
 			mu.Unlock()
-			// Once more a little later, as the node's heal tick does (the
-			// tick is 1 s, so a node re-syncs up to a second later than
-			// here). Measured while the benchmark already waits.
+			// Once more a little later, as the timer in the node's Run
+			// loop does. Measured while the benchmark already waits.
+			resync := peer.ResyncAfter(peer.DefaultTimers(), s.NumNodes())
 			background.Add(1)
 			go func() {
 				defer background.Done()
@@ -158,6 +169,44 @@ func startSerf(tb testing.TB, n int, tuned bool) []gossipNode {
 	}
 	wg.Wait()
 	return nodes
+}
+
+// benchHeal does what a node's heal does every tick, until stop is closed:
+// it joins the nodes heard on the backplane that are not alive in its
+// gossip. Here every node started is heard (beacons reach every node within
+// one 2 s period; the benchmark hears it at once), and heal stops once the
+// cluster converged, before the crash is measured (on a node, a crashed
+// member's beacons stop, so heal leaves it alone). Nodes' ticks are not
+// in phase.
+func benchHeal(s *serf.Serf, heard map[string]string, mu *sync.Mutex, stop <-chan struct{}) {
+	tick := peer.DefaultTimers().Tick
+	t := time.NewTimer(time.Duration(mrand.Int64N(int64(tick))))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			t.Reset(tick)
+		}
+		alive := map[string]bool{}
+		for _, m := range s.Members() {
+			if m.Status == serf.StatusAlive {
+				alive[m.Name] = true
+			}
+		}
+		var missing []string
+		mu.Lock()
+		for name, addr := range heard {
+			if !alive[name] {
+				missing = append(missing, addr)
+			}
+		}
+		mu.Unlock()
+		if len(missing) > 0 {
+			peer.JoinOne(s, missing)
+		}
+	}
 }
 
 // waitAll polls until every node in nodes sees want members, or limit passes.
@@ -205,16 +254,19 @@ type benchResult struct {
 // survivor seeing n-1.
 func runMembership(tb testing.TB, impl string, n int) benchResult {
 	start, cpu0 := time.Now(), cpuTime()
+	stop := make(chan struct{})
+	stopHeal := sync.OnceFunc(func() { close(stop) })
 	var nodes []gossipNode
 	switch impl {
 	case "raw":
 		nodes = startRaw(tb, n)
 	case "serf": // stock serf, paced joins: isolates the tuning
-		nodes = startSerf(tb, n, false)
+		nodes = startSerf(tb, n, false, stop)
 	default:
-		nodes = startShoal(tb, n)
+		nodes = startShoal(tb, n, stop)
 	}
 	defer func() {
+		stopHeal()
 		background.Wait()
 		for _, nd := range nodes {
 			nd.kill()
@@ -225,6 +277,7 @@ func runMembership(tb testing.TB, impl string, n int) benchResult {
 	_, r.convOK = waitAll(nodes, n, convergeLimit)
 	r.converge = time.Since(start)
 	r.cpu = cpuTime() - cpu0
+	stopHeal()
 	if testing.Verbose() {
 		fmt.Printf("%s N=%d: nodes started and joins returned after %.2fs\n", impl, n, r.started.Seconds())
 	}
@@ -248,7 +301,8 @@ const convergeLimit = 120 * time.Second
 // (DefaultLANConfig, all joining one seed at once, unencrypted) and for
 // shoal's gossip exactly as startMembership runs it (serf with
 // GossipConfig's timers, encrypted, on the node's gossip transport,
-// joining the way joinGossip does with at most 4 joins in flight).
+// joining the way joinGossip does with at most 4 joins in flight, then
+// re-syncing and healing every tick as a node does until converged).
 //
 // Sizes: BENCH_MEMBERSHIP_N (comma-separated), default 3,32,128,256, and
 // doubling on up to SHOAL_BENCH_MAX_N when set (SHOAL_BENCH_MAX_N=512

@@ -45,6 +45,17 @@ type Timers struct {
 	// Memberlist timers.
 	ProbeInterval, ProbeTimeout, GossipInterval time.Duration
 	SuspicionMult                               int
+	// SmallCluster, SmallProbeInterval and SmallProbeTimeout: a node that
+	// expects at most SmallCluster members when its gossip starts (itself
+	// and the nodes of its cluster or unclaimed ones heard on the
+	// backplane, or its join addresses or serf snapshot if more; see
+	// expectedMembers) probes with these instead of ProbeInterval and
+	// ProbeTimeout. memberlist's suspicion timeout is proportional to the
+	// probe interval, so a crash is seen about twice as fast; large
+	// clusters keep the stock timers, which survive CPU starvation (see
+	// docs/peer.md "Scale"). Zero SmallCluster: always ProbeInterval.
+	SmallCluster                          int
+	SmallProbeInterval, SmallProbeTimeout time.Duration
 	// PushPull is the base full-state sync interval. memberlist multiplies
 	// it by up to ceil(log2(N/32))+1 above 32 nodes; at 5 s that is at most
 	// 30 s for N ≤ 1000 (stock: 30 s growing to 180 s).
@@ -131,21 +142,24 @@ func DefaultConfig() Config {
 // DefaultTimers are the backplane timings.
 func DefaultTimers() Timers {
 	return Timers{
-		Tick:              time.Second,
-		Beacon:            2 * time.Second,
-		Settle:            10 * time.Second,
-		JoinPace:          10 * time.Second,
-		ProbeInterval:     time.Second,
-		ProbeTimeout:      500 * time.Millisecond,
-		GossipInterval:    100 * time.Millisecond, // stock 200 ms; see docs/peer.md "Scale"
-		SuspicionMult:     4,                      // stock; 3 melts down under CPU starvation, see docs/peer.md "Scale"
-		PushPull:          5 * time.Second,
-		ReconnectInterval: 10 * time.Second,
-		ReapInterval:      15 * time.Second,
-		ReconnectTimeout:  72 * time.Hour,
-		TombstoneTimeout:  30 * time.Minute,
-		DeadReclaim:       5 * time.Second,
-		MetaSync:          30 * time.Second,
+		Tick:               time.Second,
+		Beacon:             2 * time.Second,
+		Settle:             10 * time.Second,
+		JoinPace:           10 * time.Second,
+		ProbeInterval:      time.Second,
+		ProbeTimeout:       500 * time.Millisecond,
+		GossipInterval:     100 * time.Millisecond, // stock 200 ms; see docs/peer.md "Scale"
+		SuspicionMult:      4,                      // stock; 3 melts down under CPU starvation, see docs/peer.md "Scale"
+		SmallCluster:       128,
+		SmallProbeInterval: 500 * time.Millisecond,
+		SmallProbeTimeout:  250 * time.Millisecond,
+		PushPull:           5 * time.Second,
+		ReconnectInterval:  10 * time.Second,
+		ReapInterval:       15 * time.Second,
+		ReconnectTimeout:   72 * time.Hour,
+		TombstoneTimeout:   30 * time.Minute,
+		DeadReclaim:        5 * time.Second,
+		MetaSync:           30 * time.Second,
 	}
 }
 
@@ -184,6 +198,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("timer %s must be positive", name))
 		}
+	}
+	if t.SmallCluster > 0 && (t.SmallProbeTimeout <= 0 || t.SmallProbeInterval <= t.SmallProbeTimeout) {
+		errs = append(errs, errors.New("small-cluster probe timers: want 0 < timeout < interval"))
 	}
 	if t.SuspicionMult <= 0 {
 		errs = append(errs, errors.New("suspicion multiplier must be positive"))

@@ -1,12 +1,16 @@
 package peer
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -73,12 +77,18 @@ const (
 )
 
 // GossipConfig returns the serf configuration of this node's timers
-// (without name, addresses, keys). Exported for the benchmark.
-func GossipConfig(t Timers) *serf.Config {
+// (without name, addresses, keys) for a node that expects the given number
+// of members (itself included) when its gossip starts: up to
+// t.SmallCluster, it probes with the small-cluster timers. Exported for
+// the benchmark.
+func GossipConfig(t Timers, expected int) *serf.Config {
 	sc := serf.DefaultConfig()
 	mc := memberlist.DefaultLANConfig()
 	mc.ProbeInterval = t.ProbeInterval
 	mc.ProbeTimeout = t.ProbeTimeout
+	if expected <= t.SmallCluster {
+		mc.ProbeInterval, mc.ProbeTimeout = t.SmallProbeInterval, t.SmallProbeTimeout
+	}
 	mc.GossipInterval = t.GossipInterval
 	mc.SuspicionMult = t.SuspicionMult
 	mc.PushPullInterval = t.PushPull
@@ -109,7 +119,8 @@ func (p *Peer) startMembership(join []string) error {
 	p.mu.Lock()
 	clusterID := p.cl.ClusterID
 	p.mu.Unlock()
-	sc := GossipConfig(p.cfg.Timers)
+	expected := p.expectedMembers(len(join))
+	sc := GossipConfig(p.cfg.Timers, expected)
 	sc.NodeName = p.id.NodeID
 	sc.Tags = gossipTags(clusterID, p.cfg.Version, p.cfg.Roles, p.cfg.Hardware, p.apiLn.Addr().(*net.TCPAddr).Port)
 	sc.EventCh = p.serfEvents
@@ -139,25 +150,97 @@ func (p *Peer) startMembership(join []string) error {
 	p.mu.Lock()
 	p.serf = s
 	p.mu.Unlock()
-	p.log.Info("gossip started", "cluster_id", clusterID, "addr", p.GossipAddr(), "keys", len(keys))
+	p.log.Info("gossip started", "cluster_id", clusterID, "addr", p.GossipAddr(), "keys", len(keys),
+		"expected_members", expected, "probe_interval", sc.MemberlistConfig.ProbeInterval)
 	if len(join) > 0 {
 		p.joinGossip(join, false)
 	}
+	d := resyncAfter(p.cfg.Timers, s.NumNodes())
 	p.mu.Lock()
-	p.resyncAt = p.now().Add(resyncAfter(p.cfg.Timers))
+	p.resyncAt = p.now().Add(d)
 	p.mu.Unlock()
+	select { // Run's loop re-syncs after d, sooner than the next tick
+	case p.resyncIn <- d:
+	default:
+	}
 	return nil
 }
 
-// resyncAfter is how long after joining gossip a node exchanges full state
-// once more, with another random member. A joiner learns the membership
-// from the one member it joined through; a node that joined elsewhere a
-// moment before may not have reached that member yet, and its arrival
-// rumour can die out (each member retransmits it a bounded number of
-// times) before the members have learnt of the joiner, so the joiner would
-// miss it until the next periodic push/pull (20 s at 256 nodes). Ten
-// gossip intervals is longer than a rumour takes to reach everyone.
-func resyncAfter(t Timers) time.Duration { return 10 * t.GossipInterval }
+// expectedMembers is how many members a node whose gossip starts now
+// expects: itself, and the nodes heard on the backplane lately that are of
+// its cluster or unclaimed (a rack powering on: they join next), or the
+// gossip addresses it was given to join, or the members alive in its serf
+// snapshot when it left (a member restarting before discovery heard
+// anyone), whichever is most.
+func (p *Peer) expectedMembers(join int) int {
+	if f, err := os.Open(filepath.Join(p.cfg.DataDir, snapshotFile)); err == nil {
+		join = max(join, snapshotMembers(io.LimitReader(f, 16<<20)))
+		f.Close()
+	}
+	p.mu.Lock()
+	var clusterID string
+	if p.cl != nil {
+		clusterID = p.cl.ClusterID
+	}
+	p.mu.Unlock()
+	heard := 0
+	if a := p.ann.Load(); a != nil {
+		for _, b := range a.Peers() {
+			if b.NodeID != p.id.NodeID && (b.ClusterID == "" || b.ClusterID == clusterID) {
+				heard++
+			}
+		}
+	}
+	return 1 + max(heard, join)
+}
+
+// snapshotMembers counts the members alive in a serf snapshot (lines
+// "alive: NAME ADDR" and "not-alive: NAME", the last line about a name
+// wins), itself included. Other lines and unreadable input count nothing.
+func snapshotMembers(r io.Reader) int {
+	alive := map[string]bool{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "alive: "); ok {
+			if name, _, ok := strings.Cut(rest, " "); ok && name != "" {
+				alive[name] = true
+			}
+		} else if name, ok := strings.CutPrefix(line, "not-alive: "); ok {
+			delete(alive, name)
+		}
+	}
+	return len(alive)
+}
+
+// resyncAfter is how long after joining gossip a node that sees n members
+// exchanges full state once more, with another random member. A joiner
+// learns the membership from the one member it joined through; a node
+// that joined elsewhere a moment before may not have reached that member
+// yet, and its arrival rumour can die out (each member retransmits it a
+// bounded number of times) before the members have learnt of the joiner,
+// so the joiner would miss it until the next periodic push/pull (20 s at
+// 256 nodes). A rumour reaches n members in about log3(n) gossip rounds
+// (fan-out 3); half as many again is the margin: 2 gossip intervals at 3
+// members, 5 at 32, 8 at 256, 9 at 512 (it was 10 at every size, which
+// cost 32 nodes half a second of convergence).
+func resyncAfter(t Timers, n int) time.Duration {
+	rounds := math.Ceil(1.5 * math.Log(float64(max(n, 3))) / math.Log(3))
+	return time.Duration(rounds) * t.GossipInterval
+}
+
+// resync exchanges full state once more after joining gossip, unless done
+// already (by the timer of Run's loop or by heal on a tick, whichever comes
+// first).
+func (p *Peer) resync() {
+	p.mu.Lock()
+	due := !p.resyncAt.IsZero()
+	p.resyncAt = time.Time{}
+	p.mu.Unlock()
+	if s := p.serfInstance(); due && s != nil {
+		p.joinGossip(resyncTargets(s, p.id.NodeID), true)
+	}
+}
 
 // resyncTargets picks up to three random alive members other than self,
 // for the full-state exchange after joining.
@@ -411,12 +494,9 @@ func (p *Peer) heal(ctx context.Context) {
 	clusterID := p.cl.ClusterID
 	revoked := append([]string(nil), p.cl.Revoked...)
 	resync := !p.resyncAt.IsZero() && !p.now().Before(p.resyncAt)
-	if resync {
-		p.resyncAt = time.Time{}
-	}
 	p.mu.Unlock()
 	if resync {
-		p.joinGossip(resyncTargets(s, p.id.NodeID), true)
+		p.resync()
 	}
 	var missing []string
 	var missingAPI []string

@@ -69,7 +69,8 @@ type Peer struct {
 	svcCancel context.CancelFunc // stops Services when leaving; nil when they are not running
 	svcHold   bool               // Services must not start: the node is leaving (the tick would restart them under stopServices)
 	svcWG     sync.WaitGroup
-	memberNow chan struct{} // signalled when the node becomes a member: tick at once (start Services)
+	memberNow chan struct{}      // signalled when the node becomes a member: tick at once (start Services)
+	resyncIn  chan time.Duration // startMembership: re-sync after this long (Run's loop owns the timer)
 
 	store    atomic.Pointer[statestore.Store] // the cluster state; nil outside Run
 	stateSvc *stateService                    // replicates it (a Service)
@@ -98,7 +99,8 @@ func New(cfg Config) (*Peer, error) {
 	}
 	p := &Peer{cfg: cfg, log: cfg.Log, now: cfg.Now, events: newEventRing(1000),
 		pending: map[string]*pendingNode{}, approved: map[string]bool{}, formGroup: map[string]bool{}, failed: map[string]bool{},
-		serfEvents: make(chan serf.Event, 1024), phase: client.PhaseUnclaimed, memberNow: make(chan struct{}, 1)}
+		serfEvents: make(chan serf.Event, 1024), phase: client.PhaseUnclaimed, memberNow: make(chan struct{}, 1),
+		resyncIn: make(chan time.Duration, 1)}
 	p.claims = newClaimService(p)
 	p.cfg.Services = append(p.cfg.Services[:len(p.cfg.Services):len(p.cfg.Services)], p.claims)
 	if p.log == nil {
@@ -270,12 +272,20 @@ func (p *Peer) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(p.cfg.Timers.Tick)
 	defer t.Stop()
+	var resync <-chan time.Time // armed by startMembership through resyncIn
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			p.tick(ctx)
+		case d := <-p.resyncIn:
+			resync = time.After(d)
+		case <-resync:
+			resync = nil
+			if p.Phase() == client.PhaseMember {
+				p.resync()
+			}
 		case <-p.memberNow:
 			p.tick(ctx) // just became a member: start Services now, not on the next tick
 		}

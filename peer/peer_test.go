@@ -290,6 +290,10 @@ func TestConfigValidate(t *testing.T) {
 		{"bad policy", func(c *peer.Config) { c.Policy = "maybe" }, false},
 		{"bad port", func(c *peer.Config) { c.APIPort = 70000 }, false},
 		{"zero tick", func(c *peer.Config) { c.Timers.Tick = 0 }, false},
+		{"small-cluster probe timeout not below its interval", func(c *peer.Config) { c.Timers.SmallProbeTimeout = c.Timers.SmallProbeInterval }, false},
+		{"no small-cluster probe timers", func(c *peer.Config) {
+			c.Timers.SmallCluster, c.Timers.SmallProbeInterval, c.Timers.SmallProbeTimeout = 0, 0, 0
+		}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
