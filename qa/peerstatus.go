@@ -3,6 +3,7 @@ package qa
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/shoal-hci/shoal/peer/client"
@@ -52,7 +53,9 @@ func (c *Cluster) WaitFor(what string, timeout time.Duration, cond func() (ok bo
 }
 
 // OneCluster is a WaitFor condition: every listed node reports the same
-// cluster ID and sees exactly the listed nodes, all alive.
+// cluster ID, sees exactly the listed nodes, all alive, and is an unfenced
+// claim voter with every listed node among its voters (what a VSD open or
+// a VM placement needs).
 func (c *Cluster) OneCluster(nodes ...string) func() (bool, string) {
 	return func() (bool, string) {
 		var id string
@@ -87,6 +90,17 @@ func (c *Cluster) OneCluster(nodes ...string) func() (bool, string) {
 			}
 			if len(alive) != len(ids) {
 				return false, fmt.Sprintf("%s sees %d alive members, want %d", n, len(alive), len(ids))
+			}
+			// Claims (VSD opens, VM placement) need the voter set: a
+			// node admitted a moment ago votes only once its voters
+			// include the others, one member per tick.
+			if st.Fence == nil || st.Fence.Fenced {
+				return false, n + " has no claim voters yet or is fenced"
+			}
+			for _, want := range ids {
+				if !slices.Contains(st.Fence.Voters, want) {
+					return false, fmt.Sprintf("%s: claim voters %v lack %s", n, st.Fence.Voters, want)
+				}
 			}
 		}
 		return true, ""

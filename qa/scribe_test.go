@@ -88,7 +88,7 @@ func TestFastScribeReplicaKilledAndStaleOwner(t *testing.T) {
 		}
 	}
 	c := qa.NewCluster(t, qa.Options{Nodes: 3, Disks: 2, DiskSize: 2 << 30})
-	stateWait(t, "nodes form one cluster", 3*time.Minute, func() (bool, string) { return stateFormed(c, c.Nodes()...) })
+	c.WaitFor("nodes form one cluster", 3*time.Minute, c.OneCluster(c.Nodes()...))
 	stateWait(t, "every scribe published its disks", time.Minute, func() (bool, string) {
 		out, err := c.Shoal("node1", "state", "ls", "scribe/")
 		if err != nil {
