@@ -30,17 +30,23 @@ func ping(tag, from, addr string) bool {
 	return err == nil
 }
 
+// deleteTag deletes the namespaces of the switch and nodes tagged tag.
+func deleteTag(t *testing.T, ctx context.Context, tag string) {
+	t.Helper()
+	names, _ := List(ctx, Prefix+tag+"-")
+	for _, n := range names {
+		if err := Delete(ctx, n); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestFastSwitchCablePartition(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
 	tag := fmt.Sprintf("t%d", os.Getpid()%100000)
 	t.Cleanup(func() {
-		names, _ := List(ctx, Prefix+tag+"-")
-		for _, n := range names {
-			if err := Delete(ctx, n); err != nil {
-				t.Error(err)
-			}
-		}
+		deleteTag(t, ctx, tag)
 		if left, _ := List(ctx, Prefix+tag+"-"); len(left) > 0 {
 			t.Errorf("namespaces left: %v", left)
 		}
@@ -127,14 +133,7 @@ func TestNodeIfaceInfoBridged(t *testing.T) {
 	needRoot(t)
 	ctx := context.Background()
 	tag := fmt.Sprintf("b%d", os.Getpid()%100000)
-	t.Cleanup(func() {
-		names, _ := List(ctx, Prefix+tag+"-")
-		for _, n := range names {
-			if err := Delete(ctx, n); err != nil {
-				t.Error(err)
-			}
-		}
-	})
+	t.Cleanup(func() { deleteTag(t, ctx, tag) })
 	if err := CreateSwitch(ctx, tag, "10.88.0.1/24"); err != nil {
 		t.Fatal(err)
 	}
