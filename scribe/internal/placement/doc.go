@@ -11,7 +11,11 @@
 // (wide striping), and adding or filling a disk moves only the extents
 // whose best score changes.
 //
-// Invariants: Choose never returns two disks of one node (hence never one
+// ChooseNear adds data locality: the first replica on the node that
+// serves the VSD (unless that node is much fuller than the rest), the
+// others spread as above.
+//
+// Invariants: Choose and ChooseNear never returns two disks of one node (hence never one
 // disk twice) nor a disk without free space; Replace never returns a disk
 // on a node that already holds the extent.
 //

@@ -72,6 +72,36 @@ func Choose(disks []Disk, vsd chunkstore.ID, extent uint64, n int) []Disk {
 	return pick(disks, vsd, extent, n, nil)
 }
 
+// ChooseNear is Choose with data locality: the first replica goes to the
+// best disk of node (the node that will serve the VSD, so its reads stay
+// on the node and each write crosses the network once) and the others as
+// Choose places them on the other nodes. Locality yields to balance: when
+// node's freest disk has less than half the mean free space of the disks
+// with any, or node has no disk with free space, ChooseNear is Choose.
+func ChooseNear(disks []Disk, vsd chunkstore.ID, extent uint64, n int, node string) []Disk {
+	var (
+		sum, cnt int64
+		best     int64
+		local    []Disk
+	)
+	for _, d := range disks {
+		if d.Free <= 0 {
+			continue
+		}
+		sum += d.Free
+		cnt++
+		if d.Node == node {
+			local = append(local, d)
+			best = max(best, d.Free)
+		}
+	}
+	if n <= 0 || len(local) == 0 || 2*best*cnt < sum {
+		return Choose(disks, vsd, extent, n)
+	}
+	first := ranked(local, vsd, extent)[0]
+	return append([]Disk{first}, pick(disks, vsd, extent, n-1, []Disk{first})...)
+}
+
 // Replace returns the disk that should take a replica of extent when one
 // is lost: the best disk on a node that holds none of the extent's other
 // replicas (held). ok is false when no such disk has free space.

@@ -131,3 +131,56 @@ func TestReplace(t *testing.T) {
 		t.Fatal("replacement found with every node already holding the extent")
 	}
 }
+
+// TestChooseNear: with locality, every extent has a replica on the
+// serving node, spread over its disks; the other replicas still cover
+// every other disk and never share a node; a serving node much fuller
+// than the rest, or full, gets placement without locality.
+func TestChooseNear(t *testing.T) {
+	tests := []struct {
+		name      string
+		free      func(n, d int) int64
+		wantLocal bool
+	}{
+		{"equal disks", func(n, d int) int64 { return 100 << 30 }, true},
+		{"serving node a bit fuller", func(n, d int) int64 { return int64(100-40*min(1, 1-n)) << 30 }, true},
+		{"serving node much fuller", func(n, d int) int64 { return int64(100-70*min(1, 1-n)) << 30 }, false},
+		{"serving node full", func(n, d int) int64 { return int64(100*min(1, n)) << 30 }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			disks := cluster(3, 4, tt.free)
+			count := map[chunkstore.ID]int{}
+			local := 0
+			for e := range uint64(2048) {
+				got := ChooseNear(disks, chunkstore.ID{0xcd}, e, 2, "node0")
+				if len(got) != 2 || got[0].Node == got[1].Node {
+					t.Fatalf("extent %d: %v, want 2 disks on distinct nodes", e, got)
+				}
+				for _, d := range got {
+					if d.Free <= 0 {
+						t.Fatalf("extent %d on a full disk %v", e, d)
+					}
+					count[d.ID]++
+				}
+				if got[0].Node == "node0" {
+					local++
+				}
+			}
+			if tt.wantLocal && local != 2048 {
+				t.Fatalf("%d of 2048 extents have a replica on the serving node, want all", local)
+			}
+			if !tt.wantLocal && local > 2048*3/4 {
+				t.Fatalf("%d of 2048 extents start on the fuller serving node, want placement by free space", local)
+			}
+			for _, d := range disks {
+				if d.Free > 0 && count[d.ID] == 0 {
+					t.Errorf("disk %v (node %s) holds nothing", d.ID[:2], d.Node)
+				}
+			}
+		})
+	}
+	if got := ChooseNear(cluster(3, 1, func(int, int) int64 { return 1 }), chunkstore.ID{}, 0, 2, "elsewhere"); len(got) != 2 {
+		t.Fatalf("unknown serving node: %v, want plain placement", got)
+	}
+}

@@ -9,7 +9,8 @@
 // replica (the local node's first); a block failing its checksum is read
 // from another replica and the bad copy rewritten; with no good copy the
 // read fails (EIO), it never returns wrong data. Extents are placed on
-// first write (package placement) and live where their chunks are: the
+// first write (package placement, with a replica on the owner's node
+// when its disks have room) and live where their chunks are: the
 // extent map is rebuilt by Open from the chunk lists of every node.
 //
 // Stale replicas. Every chunk header carries a stamp (generation,

@@ -262,7 +262,7 @@ func (v *Volume) place(ctx context.Context, e uint64, ex *extent) error {
 			cands = append(cands, placement.Disk{Node: d.Node, ID: d.ID, Free: d.Free})
 		}
 	}
-	chosen := placement.Choose(cands, v.cfg.VSD, e, v.cfg.Replicas)
+	chosen := placement.ChooseNear(cands, v.cfg.VSD, e, v.cfg.Replicas, v.cfg.LocalNode)
 	reps := make([]loc, len(chosen))
 	for i, d := range chosen {
 		reps[i] = loc{d.Node, d.ID}

@@ -72,7 +72,8 @@ type Config struct {
 	Epoch uint64
 	// Pool reaches the disks. Required.
 	Pool Pool
-	// LocalNode is this node's ID: reads prefer its replicas.
+	// LocalNode is this node's ID: new extents get a replica on it
+	// (placement.ChooseNear) and reads prefer its replicas.
 	// Zero value: no preference.
 	LocalNode string
 	// ReadOnly opens the VSD for reading only: no fence, no register
