@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -290,12 +291,13 @@ func TestFenceSurvivesRestart(t *testing.T) {
 	}
 }
 
-// countingPool counts the register writes sent to each node.
+// countingPool counts the register writes and syncs sent to each node.
 type countingPool struct {
 	*loopcluster.Pool
 	mu      sync.Mutex
 	puts    map[string]int
 	entries map[string]int
+	syncs   map[string]int
 }
 
 func (p *countingPool) Replica(node string) (replvol.Replica, error) {
@@ -310,6 +312,62 @@ type countingReplica struct {
 	replvol.Replica
 	p    *countingPool
 	node string
+}
+
+func (r countingReplica) Sync(ctx context.Context) error {
+	r.p.mu.Lock()
+	if r.p.syncs != nil {
+		r.p.syncs[r.node]++
+	}
+	r.p.mu.Unlock()
+	return r.Replica.Sync(ctx)
+}
+
+// TestFlushSyncsNodesWrittenSince: a flush syncs exactly the nodes written
+// since the flush before (with locality: the owner's node and the other
+// replica's), and none when nothing was written.
+func TestFlushSyncsNodesWrittenSince(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := context.Background()
+	pool := &countingPool{Pool: c.Pool("node1"), puts: map[string]int{}, entries: map[string]int{}, syncs: map[string]int{}}
+	v := open(t, pool, 1, "node1")
+	syncs := func() map[string]int {
+		pool.mu.Lock()
+		defer pool.mu.Unlock()
+		out := maps.Clone(pool.syncs)
+		clear(pool.syncs)
+		return out
+	}
+	for e := range int64(4) {
+		if err := v.WriteAt(ctx, bytes.Repeat([]byte{byte(e)}, 4096), e*mib, false); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]int{}
+		for _, node := range []string{"node1", "node2", "node3"} {
+			for _, st := range c.Stores(node) {
+				for _, info := range st.Chunks(vsdID) {
+					if info.Key.Extent == uint64(e) {
+						want[node] = 1
+					}
+				}
+			}
+		}
+		if len(want) != 2 || want["node1"] != 1 {
+			t.Fatalf("extent %d on nodes %v, want node1 (the owner) and one other", e, want)
+		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := syncs(); !maps.Equal(got, want) {
+			t.Fatalf("flush after writing extent %d: syncs %v, want %v (its replicas)", e, got, want)
+		}
+		if err := v.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := syncs(); len(got) != 0 {
+			t.Fatalf("flush with nothing written: syncs %v, want none", got)
+		}
+	}
 }
 
 func (r countingReplica) RegisterPut(ctx context.Context, vsd chunkstore.ID, epoch uint64, es []genreg.Entry) error {
@@ -336,6 +394,10 @@ func TestDropsBatchRegisterWrites(t *testing.T) {
 	}
 	if pool.puts["node3"] != 0 {
 		t.Fatalf("%d register writes without any failure; want none", pool.puts["node3"])
+	}
+	// Written again since the flush: the next flush syncs node2.
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{7}, volume), 0, false); err != nil {
+		t.Fatal(err)
 	}
 	if err := c.Stop("node2"); err != nil {
 		t.Fatal(err)

@@ -606,15 +606,21 @@ func (v *Volume) repair(ctx context.Context, e uint64, ex *extent, good loc, bad
 	}
 }
 
-// Flush implements nbd.Backend: every node this Volume has written to
-// syncs (a node with nothing new syncs cheaply); a node that fails is
-// dropped from every extent it holds and forgotten until written again.
+// Flush implements nbd.Backend: every node written to since the last
+// Flush syncs; a node that fails is dropped from every extent it holds.
+// Nodes not written to since are not asked: the writes they completed
+// were made durable by an earlier Flush (flushes run one at a time, so a
+// Flush returns only after the syncs of any before it). A node that died
+// meanwhile is dropped by the next write to it.
 func (v *Volume) Flush(ctx context.Context) error {
+	v.flushMu.Lock()
+	defer v.flushMu.Unlock()
 	v.mu.Lock()
 	var reps []loc
 	for n := range v.written {
 		reps = append(reps, loc{node: n})
 	}
+	clear(v.written)
 	v.mu.Unlock()
 	errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, _ loc) error { return r.Sync(ctx) },
 		func(ctx context.Context, c *chunksvc.Client, _ loc) chunksvc.Pending { return c.StartSync(ctx) })
@@ -623,17 +629,26 @@ func (v *Volume) Flush(ctx context.Context) error {
 			continue
 		}
 		if ctx.Err() != nil {
+			v.remark(reps[i:])
 			return err
 		}
 		v.cfg.Log.Warn("replicated vsd: sync failed; dropping the node's replicas", "vsd", v.cfg.VSD, "node", reps[i].node, "err", err)
 		if err := v.dropNode(ctx, reps[i].node); err != nil {
+			v.remark(reps[i:])
 			return fmt.Errorf("flush: %w", err)
 		}
-		v.mu.Lock()
-		delete(v.written, reps[i].node)
-		v.mu.Unlock()
 	}
 	return nil
+}
+
+// remark puts back nodes a failed Flush took but did not make durable,
+// so the next Flush syncs them again.
+func (v *Volume) remark(reps []loc) {
+	v.mu.Lock()
+	for _, r := range reps {
+		v.written[r.node] = true
+	}
+	v.mu.Unlock()
 }
 
 // Trim implements nbd.Backend: trimmed ranges read as zero.

@@ -56,7 +56,8 @@ type Volume struct {
 	mu      sync.Mutex
 	closed  bool
 	extents map[uint64]*extent
-	written map[string]bool // nodes written to: Flush syncs them
+	written map[string]bool // nodes written to since the last Flush took the set: it syncs them
+	flushMu sync.Mutex      // one Flush at a time: a later one waits for the syncs of the one before
 	dropped map[string]bool // nodes being or already swept
 	reg     registrar       // batches generation register writes
 
