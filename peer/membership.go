@@ -440,9 +440,12 @@ func (p *Peer) mergeMetaLocked(m meta) {
 	}
 }
 
-// members returns the membership as this node sees it, plus pending nodes.
-func (p *Peer) members() []client.Member {
-	s := p.serfInstance()
+// members returns the membership as this node sees it.
+func (p *Peer) members() []client.Member { return serfMembers(p.serfInstance()) }
+
+// serfMembers returns the members s knows, sorted by node ID (none when s
+// is nil).
+func serfMembers(s *serf.Serf) []client.Member {
 	var out []client.Member
 	if s != nil {
 		suspect := map[string]bool{}
@@ -477,7 +480,8 @@ func (p *Peer) members() []client.Member {
 }
 
 // heal runs on members every tick: joins members of our cluster heard by
-// discovery but not alive in gossip (partitions, restarts), recovers a
+// discovery but not alive in gossip for Timers.HealGrace (partitions,
+// restarts, a missed arrival rumour), recovers a
 // keyring missed during a rotation, and syncs cluster settings.
 func (p *Peer) heal(ctx context.Context) {
 	s := p.serfInstance()
@@ -498,17 +502,21 @@ func (p *Peer) heal(ctx context.Context) {
 	if resync {
 		p.resync()
 	}
-	var missing []string
-	var missingAPI []string
+	heard := map[string]string{}    // node ID: gossip address
+	heardAPI := map[string]string{} // node ID: node API address
 	if a := p.ann.Load(); a != nil {
 		for _, b := range a.Peers() {
 			// Only nodes heard lately: a node just killed is still in the
 			// table for a few beacon periods.
-			if b.ClusterID == clusterID && !alive[b.NodeID] && b.Gossip != "" && p.now().Sub(b.At) <= 2*p.cfg.Timers.Beacon && !slices.Contains(revoked, b.NodeID) {
-				missing = append(missing, b.Gossip)
-				missingAPI = append(missingAPI, b.API)
+			if b.ClusterID == clusterID && b.Gossip != "" && p.now().Sub(b.At) <= 2*p.cfg.Timers.Beacon && !slices.Contains(revoked, b.NodeID) {
+				heard[b.NodeID], heardAPI[b.NodeID] = b.Gossip, b.API
 			}
 		}
+	}
+	var missing, missingAPI []string
+	for _, id := range p.missing.due(p.now(), p.cfg.Timers.HealGrace, heard, alive) {
+		missing = append(missing, heard[id])
+		missingAPI = append(missingAPI, heardAPI[id])
 	}
 	if len(missing) > 0 {
 		p.log.Debug("joining members heard on the backplane but not in gossip", "n", len(missing))
