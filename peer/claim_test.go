@@ -306,3 +306,30 @@ func TestClaimVotersGrowOneAtATime(t *testing.T) {
 		t.Errorf("claim with five voters: %+v, %v", cl, err)
 	}
 }
+
+// TestClaimRightAfterFormation: a claim asked for as soon as membership
+// has converged, before the voter set has taken in every member, waits
+// for it instead of failing with not_voter.
+func TestClaimRightAfterFormation(t *testing.T) {
+	c := peertest.NewCluster(t, 3)
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.Nodes))
+	for i, nd := range c.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var cl client.Claim
+			cl, errs[i] = nd.Client.Claim(ctx, client.ClaimRequest{Resource: fmt.Sprintf("vsd/early%d", i)})
+			if errs[i] == nil && cl.Holder != nd.ID() {
+				errs[i] = fmt.Errorf("holder %s, want %s", cl.Holder, nd.ID())
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("node %d: claim right after formation: %v", i, err)
+		}
+	}
+}

@@ -54,11 +54,45 @@ func (p *Peer) handleClaimList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, out)
 }
 
+// voterWait bounds how long a claim request waits for this node to
+// become a voter (and unfenced) while a new cluster or a new member
+// settles: the voter set grows by one member per tick, so a request right
+// after formation would otherwise fail with not_voter for a few seconds.
+const voterWait = 15 * time.Second
+
+// awaitVoter waits, while this node is a member that is settling (not yet
+// in the voter set, or fenced ever since the daemon started), until it is
+// a voter and not fenced, voterWait passes or ctx ends. A voter that has
+// been unfenced before returns at once, fenced or not: a node that lost
+// its majority refuses without delay.
+func (p *Peer) awaitVoter(ctx context.Context, n *claim.Node) {
+	settling := func() bool { return p.ClusterID() != "" && !n.Voters().Contains(p.id.NodeID) }
+	if !settling() && n.Fence().EverUnfenced() {
+		return
+	}
+	deadline := time.NewTimer(voterWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for settling() || n.Fence().Evaluate().Fenced {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-p.claims.closing:
+			return
+		}
+	}
+}
+
 func (p *Peer) handleClaimGet(w http.ResponseWriter, r *http.Request) {
 	n := p.claimNode(w, true)
 	if n == nil {
 		return
 	}
+	p.awaitVoter(r.Context(), n)
 	v, err := n.Read(r.Context(), r.URL.Query().Get("resource"))
 	if err != nil {
 		writeClaimError(w, err, nil)
@@ -76,6 +110,7 @@ func (p *Peer) handleClaimTake(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	p.awaitVoter(r.Context(), n)
 	// A fenced node refuses at once (ClaimNext would first spend the
 	// whole deadline reading from a majority it cannot reach).
 	if f := n.Fence().Evaluate(); f.Fenced {

@@ -29,6 +29,7 @@ type Fence struct {
 	state    FenceState
 	watchers map[int]chan FenceState
 	nextID   int
+	unfenced bool // has been unfenced at least once
 }
 
 // NewFence returns a fence for self with window after.
@@ -37,6 +38,15 @@ func NewFence(self string, after time.Duration, voters VoterSet, clock Clock, lo
 	f.state = FenceState{Fenced: true, Since: clock.Now(), Need: voters.Majority()}
 	f.evaluateLocked()
 	return f
+}
+
+// EverUnfenced reports whether the fence has been unfenced at least once
+// since it was made (since the daemon started): a fence that never was
+// is still settling after start or formation.
+func (f *Fence) EverUnfenced() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unfenced
 }
 
 // SetVoters replaces the voter set and re-evaluates.
@@ -87,6 +97,7 @@ func (f *Fence) evaluateLocked() FenceState {
 	}
 	changed := s != f.state
 	f.state = s
+	f.unfenced = f.unfenced || !fenced
 	if changed {
 		for _, ch := range f.watchers {
 			push(ch, s)
