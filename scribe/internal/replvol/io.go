@@ -181,10 +181,11 @@ func fenced(err error) error {
 	return fmt.Errorf("%w: %w: %w", nbd.ErrReadOnly, ErrFenced, err)
 }
 
-// modify applies op to every replica of extent e. An absent extent is
-// placed first when create is set, else left alone. Replicas that fail
-// are dropped (see drop) before modify returns.
-func (v *Volume) modify(ctx context.Context, e uint64, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error, start func(context.Context, *chunksvc.Client, loc, chunkstore.Stamp) chunksvc.Pending) error {
+// modify applies op, a change of [off, off+n) of extent e, to every
+// replica of e, after any overlapping change in flight (extent.order). An
+// absent extent is placed first when create is set, else left alone.
+// Replicas that fail are dropped (see drop) before modify returns.
+func (v *Volume) modify(ctx context.Context, e uint64, off, n int64, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error, start func(context.Context, *chunksvc.Client, loc, chunkstore.Stamp) chunksvc.Pending) error {
 	if v.cfg.ReadOnly {
 		return fmt.Errorf("extent %d: %w: the VSD is read-only", e, nbd.ErrReadOnly)
 	}
@@ -196,6 +197,8 @@ func (v *Volume) modify(ctx context.Context, e uint64, create bool, op func(cont
 	if err != nil || ex == nil {
 		return err
 	}
+	w := ex.order(off, n)
+	defer ex.finish(w)
 	for {
 		ex.mu.RLock()
 		if ex.unavailable {
@@ -491,7 +494,7 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	}
 	for _, pc := range ps {
 		data := p[pc.ReqStart : pc.ReqStart+pc.N]
-		err := v.modify(ctx, pc.Extent, true, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
+		err := v.modify(ctx, pc.Extent, pc.Off, pc.N, true, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
 			return r.Write(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
 		}, func(ctx context.Context, c *chunksvc.Client, l loc, st chunkstore.Stamp) chunksvc.Pending {
 			return c.StartWrite(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
@@ -675,7 +678,7 @@ func (v *Volume) WriteZeroes(ctx context.Context, off, length int64, f nbd.ZeroF
 		return nil
 	}
 	for _, pc := range ps {
-		err := v.modify(ctx, pc.Extent, false, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
+		err := v.modify(ctx, pc.Extent, pc.Off, pc.N, false, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
 			if pc.N == v.chunk {
 				if err := r.Free(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch); err != nil || !f.FUA {
 					return err

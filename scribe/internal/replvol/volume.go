@@ -35,6 +35,58 @@ type extent struct {
 
 	bmu     sync.Mutex
 	written []byte // one bit per block, as the replicas' chunk headers
+
+	omu     sync.Mutex
+	writing []*rangeWrite // data changes in flight (see order)
+}
+
+// rangeWrite is a data change in flight on [off, end) of an extent.
+type rangeWrite struct {
+	off, end int64
+	done     chan struct{} // closed when it has finished on every replica
+}
+
+// order waits until no data change in flight overlaps [off, off+n) and
+// registers one there; finish ends it. So changes to the same blocks reach
+// every replica one after another, in one order: two overlapping writes
+// in flight at once (NBD leaves their order to the server) could
+// otherwise land in one order on one replica and in the other on the
+// next, leaving the replicas different.
+func (e *extent) order(off, n int64) *rangeWrite {
+	for {
+		e.omu.Lock()
+		var busy chan struct{}
+		for _, w := range e.writing {
+			if w.off < off+n && off < w.end {
+				busy = w.done
+				break
+			}
+		}
+		if busy == nil {
+			w := &rangeWrite{off: off, end: off + n, done: make(chan struct{})}
+			e.writing = append(e.writing, w)
+			e.omu.Unlock()
+			return w
+		}
+		e.omu.Unlock()
+		<-busy
+	}
+}
+
+// finish ends a change registered by order.
+func (e *extent) finish(w *rangeWrite) {
+	e.omu.Lock()
+	for i, x := range e.writing {
+		if x == w {
+			last := len(e.writing) - 1
+			e.writing[i] = e.writing[last]
+			e.writing[last] = nil
+			e.writing = e.writing[:last]
+			break
+		}
+	}
+	e.omu.Unlock()
+	close(w.done)
 }
 
 func (e *extent) stamp() chunkstore.Stamp {

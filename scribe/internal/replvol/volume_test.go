@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/loopcluster"
@@ -352,4 +353,76 @@ func TestRescanAfterNodeReturns(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("node2 holds no chunk of the VSD")
 	}
+}
+
+// TestOverlappingWritesSameOnEveryReplica: two writes to the same block
+// in flight at once (NBD leaves their order to the server) land in one
+// order on every replica. The first write's copy to the other node is held
+// back until the second's has landed there, or 200 ms pass: were the two
+// not ordered, the second would land first there and last on the owner,
+// and the replicas would differ (the cleanup's Check compares them).
+func TestOverlappingWritesSameOnEveryReplica(t *testing.T) {
+	c := newCluster(t, 3)
+	g := &gatePool{Pool: c.Pool("node1"), owner: "node1", landed: make(chan struct{}), held: make(chan struct{})}
+	v := open(t, g, 1, "node1")
+	ctx := context.Background()
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{1}, 4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- v.WriteAt(ctx, bytes.Repeat([]byte{7}, 4096), 0, false) }()
+	<-g.held // the first write is in flight, its copy held back
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{9}, 8192), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4096)
+	if err := v.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{9}, 4096)) {
+		t.Fatalf("read after both writes: %v, first byte %d; want the second write's 9s", err, got[0])
+	}
+	if err := v.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gatePool's replicas hold back the first write of 7s to a node other than
+// owner until a write of 9s has landed on such a node, or 200 ms pass.
+type gatePool struct {
+	*loopcluster.Pool
+	owner  string
+	landed chan struct{} // closed when a write of 9s has landed off the owner
+	once   sync.Once
+	held   chan struct{}
+	hold   sync.Once
+}
+
+func (p *gatePool) Replica(node string) (replvol.Replica, error) {
+	r, err := p.Pool.Replica(node)
+	if err != nil {
+		return nil, err
+	}
+	return gateReplica{r, p, node}, nil
+}
+
+type gateReplica struct {
+	replvol.Replica
+	p    *gatePool
+	node string
+}
+
+func (r gateReplica) Write(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, fua bool) error {
+	if r.node != r.p.owner && p[0] == 7 {
+		r.p.hold.Do(func() { close(r.p.held) })
+		select {
+		case <-r.p.landed:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	err := r.Replica.Write(ctx, disk, key, epoch, st, off, p, fua)
+	if r.node != r.p.owner && p[0] == 9 {
+		r.p.once.Do(func() { close(r.p.landed) })
+	}
+	return err
 }
