@@ -133,14 +133,42 @@ type QemuNBD struct {
 // StartQemuNBD creates a raw file of size bytes in dir and serves it with
 // qemu-nbd (export "bench") on a UNIX socket in dir.
 func StartQemuNBD(ctx context.Context, dir string, size int64) (*QemuNBD, error) {
-	raw := filepath.Join(dir, "raw.img")
-	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-f", "raw", raw, strconv.FormatInt(size, 10)).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("qemu-img create: %w: %s", err, out)
+	return startQemuNBD(ctx, dir, "qemu-nbd", size, 1)
+}
+
+// StartQemuNBDMirror is StartQemuNBD with every write going to two raw
+// files in dir (QEMU's quorum driver, vote threshold 1, reads from the
+// first file): two synchronous copies on one machine with no network, a
+// baseline for what a second replica costs here.
+func StartQemuNBDMirror(ctx context.Context, dir string, size int64) (*QemuNBD, error) {
+	return startQemuNBD(ctx, dir, "qemu-nbd-mirror", size, 2)
+}
+
+func startQemuNBD(ctx context.Context, dir, name string, size int64, copies int) (*QemuNBD, error) {
+	var raws []string
+	for i := range copies {
+		raw := filepath.Join(dir, name+".img")
+		if copies > 1 {
+			raw = filepath.Join(dir, fmt.Sprintf("%s-%d.img", name, i))
+		}
+		if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-f", "raw", raw, strconv.FormatInt(size, 10)).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("qemu-img create: %w: %s", err, out)
+		}
+		raws = append(raws, raw)
 	}
-	sock := filepath.Join(dir, "qemu-nbd.sock")
-	pidFile := filepath.Join(dir, "qemu-nbd.pid")
-	if out, err := exec.CommandContext(ctx, "qemu-nbd", "--fork", "--persistent", "--shared=8", "--cache=none", "-f", "raw",
-		"-x", "bench", "-k", sock, "--pid-file="+pidFile, raw).CombinedOutput(); err != nil {
+	sock := filepath.Join(dir, name+".sock")
+	pidFile := filepath.Join(dir, name+".pid")
+	args := []string{"--fork", "--persistent", "--shared=8", "--cache=none", "-x", "bench", "-k", sock, "--pid-file=" + pidFile}
+	if copies == 1 {
+		args = append(args, "-f", "raw", raws[0])
+	} else {
+		opts := "driver=quorum,vote-threshold=1,read-pattern=fifo"
+		for i, raw := range raws {
+			opts += fmt.Sprintf(",children.%d.driver=raw,children.%d.file.driver=file,children.%d.file.filename=%s", i, i, i, raw)
+		}
+		args = append(args, "--image-opts", opts)
+	}
+	if out, err := exec.CommandContext(ctx, "qemu-nbd", args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("qemu-nbd: %w: %s", err, out)
 	}
 	text, err := os.ReadFile(pidFile)

@@ -27,9 +27,11 @@ Usage: shoal-qa [--dir D] bench scribe [--runtime 3s] [--rows FILTER] [--size 1G
   scribe    fio (nbd engine) against a 2-replica VSD served by a real 3-node cluster
             (shoal scribe on every node; fio on node1's NBD socket), and in the same
             run against qemu-nbd --cache=none on a raw file in node1's directory (the
-            same host file system as the disk images). Prints both, the ratio
-            scribe / qemu-nbd and the server CPU per I/O (scribe: the scribe
-            processes of all three nodes). Disks (--disk-mode): file (default)
+            same host file system as the disk images), and against qemu-nbd writing
+            every write to two raw files there (QEMU's quorum driver: two synchronous
+            copies with no network, what a second copy costs on this machine).
+            Prints all three, the ratios to qemu-nbd and the server CPU per I/O
+            (scribe: the scribe processes of all three nodes). Disks (--disk-mode): file (default)
             gives scribe the image files themselves, opened with O_DIRECT as
             qemu-nbd opens its raw file; loop puts each image behind a loop device
             with direct I/O (a block device, as on an appliance); fuse serves them
@@ -180,8 +182,14 @@ func benchCluster(ctx context.Context, dir string, o benchOpts) error {
 		return err
 	}
 	defer q.Stop()
+	m, err := fiobench.StartQemuNBDMirror(ctx, c.NodeDir(nodes[0]), o.size)
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
 	targets := []fiobench.Target{
 		{Name: "scribe 2-replica", URI: uri, CPU: scribeCPU},
+		{Name: "qemu-nbd 2 copies", URI: m.URI, CPU: m.CPU},
 		{Name: "qemu-nbd", URI: q.URI, CPU: q.CPU},
 	}
 	diskCPU := unitCPU("fusedisk")
