@@ -11,7 +11,8 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// A tap NIC joins its bridge and comes up. Runs as root in a network
+// A tap NIC joins its bridge, with the bridge's MTU (a jumbo-frame
+// bridge keeps its MTU), and comes up. Runs as root in a network
 // namespace made for the test (QEMU inherits the thread's namespace).
 func TestTapNICJoinsBridge(t *testing.T) {
 	host := testHost(t)
@@ -39,6 +40,14 @@ func TestTapNICJoinsBridge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A jumbo-frame uplink: the bridge takes its MTU, 9000.
+	const jumbo = 9000
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0", MTU: jumbo, MasterIndex: br.Attrs().Index}, PeerName: "up1", PeerMTU: jumbo}); err != nil {
+		t.Fatal(err)
+	}
+	if br, err = netlink.LinkByName("br-test"); err != nil || br.Attrs().MTU != jumbo {
+		t.Fatalf("bridge over a %d-byte uplink: %v, err %v", jumbo, br, err)
+	}
 	spec := tinySpec("tap", 64)
 	spec.NICs = []NIC{{Kind: NICTap, Bridge: "br-test"}}
 	vm := startVM(t, host, filepath.Join(t.TempDir(), "vm"), spec, false)
@@ -51,6 +60,9 @@ func TestTapNICJoinsBridge(t *testing.T) {
 	}
 	if tap.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("tap %s is down", tap.Attrs().Name)
+	}
+	if br, err = netlink.LinkByName("br-test"); err != nil || br.Attrs().MTU != jumbo || tap.Attrs().MTU != jumbo {
+		t.Errorf("after the tap joined: bridge MTU %d, tap MTU %d (err %v), want both %d", br.Attrs().MTU, tap.Attrs().MTU, err, jumbo)
 	}
 	if err := vm.Kill(testCtx(t)); err != nil {
 		t.Fatal(err)
