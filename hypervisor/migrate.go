@@ -125,8 +125,9 @@ type inMigration struct {
 // for a migration with node other (as the destination when server, else
 // as the source): the node's certificate and key and the cluster CA.
 // Both QEMUs verify the other's certificate against the CA; the source
-// also checks that the destination's certificate names other (node
-// certificates carry the node ID as their common name). The CA cannot
+// also checks that the destination's certificate names other, and the
+// destination that the source's does (node certificates carry the node
+// ID as their common name). The CA cannot
 // know about revocations, so a removed node is refused here.
 func nodeMigrationTLS(dataDir, other string, server bool) (*qemu.MigrationTLS, error) {
 	fail := func(err error) (*qemu.MigrationTLS, error) {
@@ -149,7 +150,9 @@ func nodeMigrationTLS(dataDir, other string, server bool) (*qemu.MigrationTLS, e
 	t := &qemu.MigrationTLS{CACert: nt.CACertPEM(),
 		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: nt.Cert.Leaf.Raw}),
 		Key:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key})}
-	if !server {
+	if server {
+		t.Peer = other
+	} else {
 		t.Hostname = other
 	}
 	return t, nil

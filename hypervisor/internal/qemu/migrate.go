@@ -2,11 +2,16 @@ package qemu
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -88,10 +93,39 @@ type MigrationTLS struct {
 	// any, the common name). Required on the source, unused on the
 	// destination.
 	Hostname string
+	// Peer is the node the source's certificate must name (its common
+	// name, in this side's cluster); the destination checks it (QEMU's
+	// tls-authz). Empty: any certificate of the CA. Unused on the source.
+	Peer string
 }
 
-// migrationTLSID is the QOM id of the migration's tls-creds-x509 object.
-const migrationTLSID = "shoal-migration-tls"
+// migrationTLSID is the QOM id of the migration's tls-creds-x509 object;
+// migrationAuthzID the destination's check of the source's identity.
+const (
+	migrationTLSID   = "shoal-migration-tls"
+	migrationAuthzID = "shoal-migration-authz"
+)
+
+// peerDN is the distinguished name, as QEMU's authz check prints it, of
+// the certificate of node peer in the cluster of the certificate certPEM
+// (node certificates name the node in the common name and the cluster in
+// the organization). QEMU (gnutls) prints the attributes in the order
+// they are encoded, "O=cluster,CN=node", the reverse of RFC 4514's (and
+// of Go's Name.String); checked with real QEMU by TestMigrate and
+// TestMigrateTLSRefused.
+func peerDN(certPEM []byte, peer string) (string, error) {
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		return "", errors.New("this node's certificate is not PEM")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("this node's certificate: %w", err)
+	}
+	seq := pkix.Name{CommonName: peer, Organization: c.Subject.Organization}.ToRDNSequence()
+	slices.Reverse(seq) // String prints the last attribute first
+	return seq.String(), nil
+}
 
 // setMigrationTLS makes the VM's next migration (as the destination when
 // server, else as the source) run over mutual TLS with t, or in clear
@@ -100,7 +134,7 @@ const migrationTLSID = "shoal-migration-tls"
 // object is created, and they are removed before this returns.
 func (vm *VM) setMigrationTLS(ctx context.Context, server bool, t *MigrationTLS) error {
 	if t == nil {
-		_, err := vm.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"tls-creds": "", "tls-hostname": ""})
+		_, err := vm.qmp.Execute(ctx, "migrate-set-parameters", map[string]any{"tls-creds": "", "tls-hostname": "", "tls-authz": ""})
 		return err
 	}
 	endpoint := "client"
@@ -129,7 +163,18 @@ func (vm *VM) setMigrationTLS(ctx context.Context, server bool, t *MigrationTLS)
 		"dir": dir, "endpoint": endpoint, "verify-peer": true}); err != nil {
 		return fmt.Errorf("migration tls: load the credentials: %w", err)
 	}
-	params := map[string]any{"tls-creds": migrationTLSID, "tls-hostname": t.Hostname}
+	params := map[string]any{"tls-creds": migrationTLSID, "tls-hostname": t.Hostname, "tls-authz": ""}
+	if server && t.Peer != "" {
+		dn, err := peerDN(t.Cert, t.Peer)
+		if err != nil {
+			return fmt.Errorf("migration tls: %w", err)
+		}
+		vm.qmp.Execute(ctx, "object-del", map[string]any{"id": migrationAuthzID})
+		if _, err := vm.qmp.Execute(ctx, "object-add", map[string]any{"qom-type": "authz-simple", "id": migrationAuthzID, "identity": dn}); err != nil {
+			return fmt.Errorf("migration tls: the check of the source's identity: %w", err)
+		}
+		params["tls-authz"] = migrationAuthzID
+	}
 	if _, err := vm.qmp.Execute(ctx, "migrate-set-parameters", params); err != nil {
 		return fmt.Errorf("migration tls: %w", err)
 	}

@@ -76,7 +76,9 @@ func (c testCA) node(t testing.TB, node, hostname string) *MigrationTLS {
 // node "dst" of one cluster.
 func tlsPair(t testing.TB) (src, dst *MigrationTLS) {
 	ca := newTestCA(t, "c1")
-	return ca.node(t, "src", "dst"), ca.node(t, "dst", "")
+	src, dst = ca.node(t, "src", "dst"), ca.node(t, "dst", "")
+	dst.Peer = "src"
+	return src, dst
 }
 
 // sniffer forwards one connection to a destination's migration port and
@@ -136,7 +138,7 @@ func (s *sniffer) first() string {
 // Migration credentials that do not fit fail the migration before any
 // memory moves, and the source runs on: a destination whose certificate
 // is from another cluster's CA or names another node, a source from
-// another cluster.
+// another cluster, a source naming another node than the one expected.
 func TestMigrateTLSRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -156,6 +158,12 @@ func TestMigrateTLSRefused(t *testing.T) {
 		{"destination is another node", func(t *testing.T) (src, dst *MigrationTLS) {
 			ca := newTestCA(t, "c1")
 			return ca.node(t, "src", "dst"), ca.node(t, "other", "")
+		}},
+		{"source is another node", func(t *testing.T) (src, dst *MigrationTLS) {
+			ca := newTestCA(t, "c1")
+			dst = ca.node(t, "dst", "")
+			dst.Peer = "src"
+			return ca.node(t, "other", "dst"), dst
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
