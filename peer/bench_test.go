@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"maps"
 	mrand "math/rand/v2"
 	"os"
 	"runtime/debug"
@@ -67,14 +66,12 @@ func startRaw(tb testing.TB, n int) []gossipNode {
 }
 
 // startShoal starts serf as startMembership does (GossipConfig for n
-// expected members, encrypted, the node's gossip transport) and joins the
-// way a rack powering on does: node 0 forms the cluster, and every other
-// node waits the random delay formOrJoin draws (joinDelay, hearing the n-1
-// unclaimed nodes) before it is admitted by node 0, starts its gossip and
-// joins through the first of three of the addresses the admission reply
-// lists (admitJoinAddrs, joinOne); then it re-syncs once (resyncAfter) and,
-// until stop is closed, heals every tick as heal does.
-func startShoal(tb testing.TB, n int, stop <-chan struct{}) *serfCluster {
+// expected members, encrypted, the node's gossip transport) and joins the way a node does: each node is
+// given three random nodes already in the cluster (what an admission reply
+// lists) and joins through the first that answers (joinOne), with at most
+// 4 joins in flight (paced), re-syncs once (resyncAfter) and, until stop is
+// closed, heals every tick as heal does.
+func startShoal(tb testing.TB, n int, stop <-chan struct{}) []gossipNode {
 	return startSerf(tb, n, true, stop)
 }
 
@@ -82,49 +79,23 @@ func startShoal(tb testing.TB, n int, stop <-chan struct{}) *serfCluster {
 // outlive startSerf.
 var background sync.WaitGroup
 
-// serfCluster is a benchmark cluster started by startSerf.
-type serfCluster struct {
-	nodes []gossipNode
-	// window is the join pacing window (joinPace); lastStart is when the
-	// last node started its gossip, after the first node's start.
-	window, lastStart time.Duration
-
-	mu    sync.Mutex
-	heard map[string]string // node name to gossip address: what discovery hears
-}
-
-// crash kills node i and stops its beacons: the others' heal forgets it
-// (on a node, heal joins only members heard in the last two beacon
-// periods, 4 s, and a crash is declared later than that).
-func (c *serfCluster) crash(i int) {
-	c.mu.Lock()
-	delete(c.heard, fmt.Sprintf("%032x", i))
-	c.mu.Unlock()
-	c.nodes[i].kill()
-}
-
 // startSerf starts serf with shoal's configuration (tuned) or serf's and
-// memberlist's stock LAN configuration, joined the same paced way. It
-// returns once every node started and its join returned.
-func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) *serfCluster {
+// memberlist's stock LAN configuration, joined the same paced way.
+func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) []gossipNode {
 	key := make([]byte, 32)
 	rand.Read(key)
 	clusterID := fmt.Sprintf("%x", key[:16])
-	timers := peer.DefaultTimers()
-	if v, _ := strconv.Atoi(os.Getenv("XBENCH_SMALL")); v > 0 { // TEMP experiment
-		timers.SmallCluster = v
-	}
-	sc := &serfCluster{nodes: make([]gossipNode, n), window: peer.JoinPace(timers, n-1), heard: map[string]string{}}
+	nodes := make([]gossipNode, n)
+	sem := make(chan struct{}, 4)
 	begin := time.Now()
-	mu, heard := &sc.mu, sc.heard
-	joined := 0
-	create := func(i int) *serf.Serf {
+	var mu sync.Mutex
+	joined := []string{}         // nodes already in: what an admission reply lists
+	heard := map[string]string{} // node name to gossip address: what discovery hears
+	var wg sync.WaitGroup
+	for i := range n {
 		// Every node hears the other n-1 on the backplane before its
 		// gossip starts (a rack powering on), as expectedMembers counts.
-		c := peer.GossipConfig(timers, n)
-		if v, _ := strconv.Atoi(os.Getenv("XBENCH_RM")); v > 0 { // TEMP experiment
-			c.MemberlistConfig.RetransmitMult = v
-		}
+		c := peer.GossipConfig(peer.DefaultTimers(), n)
 		if !tuned {
 			c = serf.DefaultConfig()
 			c.MemberlistConfig = memberlist.DefaultLANConfig()
@@ -144,8 +115,7 @@ func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) *serfClus
 			c.MemberlistConfig.GossipVerifyIncoming, c.MemberlistConfig.GossipVerifyOutgoing = true, true
 			tr, err := peer.NewGossipTransport("127.0.0.1", 0)
 			if err != nil {
-				tb.Errorf("gossip transport %d: %v", i, err)
-				return nil
+				tb.Fatalf("gossip transport %d: %v", i, err)
 			}
 			c.MemberlistConfig.Transport = tr
 		}
@@ -153,79 +123,71 @@ func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) *serfClus
 		c.MemberlistConfig.Logger = c.Logger
 		s, err := serf.Create(c)
 		if err != nil {
-			tb.Errorf("serf %d: %v", i, err)
-			return nil
+			tb.Fatalf("serf %d: %v", i, err)
 		}
+		nodes[i] = serfNode{s}
 		mu.Lock()
-		sc.nodes[i] = serfNode{s}
-		heard[name] = sc.nodes[i].addr()
-		sc.lastStart = max(sc.lastStart, time.Since(begin))
+		heard[name] = nodes[i].addr()
 		mu.Unlock()
 		background.Add(1)
-		go func() { defer background.Done(); benchHeal(s, heard, mu, stop) }()
-		return s
-	}
-	first := create(0) // node 0 forms the cluster and admits the others
-	if first == nil {
-		tb.FailNow()
-	}
-	firstAddr, firstName := first.Memberlist().LocalNode().Address(), first.LocalMember().Name
-	var wg sync.WaitGroup
-	for i := 1; i < n; i++ {
+		go func() { defer background.Done(); benchHeal(s, heard, &mu, stop) }()
+		if i == 0 {
+			joined = append(joined, nodes[0].addr())
+			continue
+		}
+		sem <- struct{}{}
+		mu.Lock()
+		var seeds []string
+		for _, j := range mrand.Perm(len(joined))[:min(3, len(joined))] {
+			seeds = append(seeds, joined[j])
+		}
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// formOrJoin: a random delay, then admission, then gossip.
-			time.Sleep(peer.JoinDelay(timers, n-1))
-			s := create(i)
-			if s == nil {
-				return
-			}
-			err := peer.JoinOne(s, peer.AdmitJoinAddrs(firstAddr, firstName, peer.SerfMembers(first)))
+			err := peer.JoinOne(s, seeds)
+			<-sem
 			if err != nil {
 				return
 			}
 			mu.Lock()
-			joined++
-			if joined%64 == 0 && os.Getenv("BENCH_MEMBERSHIP_TRACE") != "" {
-				fmt.Printf("  %d nodes joined after %.1fs\n", joined, time.Since(begin).Seconds())
+			joined = append(joined, s.Memberlist().LocalNode().Address())
+			if len(joined)%64 == 0 && os.Getenv("BENCH_MEMBERSHIP_TRACE") != "" {
+				fmt.Printf("  %d nodes joined after %.1fs\n", len(joined), time.Since(begin).Seconds())
 			}
 			mu.Unlock()
 			// Once more a little later, as the timer in the node's Run
 			// loop does. Measured while the benchmark already waits.
-			resync := peer.ResyncAfter(timers, s.NumNodes())
+			resync := peer.ResyncAfter(peer.DefaultTimers(), s.NumNodes())
 			background.Add(1)
 			go func() {
 				defer background.Done()
 				time.Sleep(resync)
-				peer.JoinOne(s, peer.ResyncTargets(s, s.LocalMember().Name))
+				peer.JoinOne(s, peer.ResyncTargets(s, name))
 			}()
 		}()
 	}
 	wg.Wait()
-	if tb.Failed() {
-		tb.FailNow()
-	}
-	return sc
+	return nodes
 }
 
 // benchHeal does what a node's heal does every tick, until stop is closed:
-// it joins the nodes heard on the backplane that have been missing from
-// its gossip for the heal grace (the same MissingMembers heal uses). Here
-// every node started is heard (beacons reach every node within one 2 s
-// period; the benchmark hears it at once); a crashed node is no longer
-// heard (serfCluster.crash). Nodes' ticks are not in phase.
+// it joins the nodes heard on the backplane that are not alive in its
+// gossip. Here every node started is heard (beacons reach every node within
+// one 2 s period; the benchmark hears it at once), and heal stops once the
+// cluster converged, before the crash is measured (on a node, a crashed
+// member's beacons stop, so heal leaves it alone). Nodes' ticks are not
+// in phase.
 func benchHeal(s *serf.Serf, heard map[string]string, mu *sync.Mutex, stop <-chan struct{}) {
-	timers := peer.DefaultTimers()
-	t := time.NewTimer(time.Duration(mrand.Int64N(int64(timers.Tick))))
+	tick := peer.DefaultTimers().Tick
+	t := time.NewTimer(time.Duration(mrand.Int64N(int64(tick))))
 	defer t.Stop()
-	var missing peer.MissingMembers
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			t.Reset(timers.Tick)
+			t.Reset(tick)
 		}
 		alive := map[string]bool{}
 		for _, m := range s.Members() {
@@ -233,15 +195,16 @@ func benchHeal(s *serf.Serf, heard map[string]string, mu *sync.Mutex, stop <-cha
 				alive[m.Name] = true
 			}
 		}
+		var missing []string
 		mu.Lock()
-		h := maps.Clone(heard)
-		mu.Unlock()
-		var addrs []string
-		for _, id := range missing.Due(time.Now(), timers.HealGrace, h, alive) {
-			addrs = append(addrs, h[id])
+		for name, addr := range heard {
+			if !alive[name] {
+				missing = append(missing, addr)
+			}
 		}
-		if len(addrs) > 0 {
-			peer.JoinOne(s, addrs)
+		mu.Unlock()
+		if len(missing) > 0 {
+			peer.JoinOne(s, missing)
 		}
 	}
 }
@@ -283,31 +246,24 @@ type benchResult struct {
 	converge, failure time.Duration
 	cpu               time.Duration // process CPU time from start to converged
 	started           time.Duration // nodes created and joins returned
-	window, lastStart time.Duration // join pacing window; when the last node started
 	convOK, failOK    bool
 }
 
 // runMembership measures one cluster: time from the first node's start to
 // every node seeing all n, then time from killing one node to every
-// survivor seeing n-1. Shoal's nodes heal every tick throughout, as nodes
-// do.
+// survivor seeing n-1.
 func runMembership(tb testing.TB, impl string, n int) benchResult {
 	start, cpu0 := time.Now(), cpuTime()
 	stop := make(chan struct{})
 	stopHeal := sync.OnceFunc(func() { close(stop) })
 	var nodes []gossipNode
-	r := benchResult{impl: impl, n: n}
-	var c *serfCluster
 	switch impl {
 	case "raw":
 		nodes = startRaw(tb, n)
 	case "serf": // stock serf, paced joins: isolates the tuning
-		c = startSerf(tb, n, false, stop)
+		nodes = startSerf(tb, n, false, stop)
 	default:
-		c = startShoal(tb, n, stop)
-	}
-	if c != nil {
-		nodes, r.window, r.lastStart = c.nodes, c.window, c.lastStart
+		nodes = startShoal(tb, n, stop)
 	}
 	defer func() {
 		stopHeal()
@@ -316,10 +272,12 @@ func runMembership(tb testing.TB, impl string, n int) benchResult {
 			nd.kill()
 		}
 	}()
+	r := benchResult{impl: impl, n: n}
 	r.started = time.Since(start)
 	_, r.convOK = waitAll(nodes, n, convergeLimit)
 	r.converge = time.Since(start)
 	r.cpu = cpuTime() - cpu0
+	stopHeal()
 	if testing.Verbose() {
 		fmt.Printf("%s N=%d: nodes started and joins returned after %.2fs\n", impl, n, r.started.Seconds())
 	}
@@ -327,11 +285,7 @@ func runMembership(tb testing.TB, impl string, n int) benchResult {
 		return r
 	}
 	victim := n / 2
-	if c != nil {
-		c.crash(victim) // the others go on healing, as nodes do
-	} else {
-		nodes[victim].kill()
-	}
+	nodes[victim].kill()
 	survivors := append(append([]gossipNode(nil), nodes[:victim]...), nodes[victim+1:]...)
 	r.failure, r.failOK = waitAll(survivors, n-1, convergeLimit)
 	nodes = survivors
@@ -390,7 +344,6 @@ func BenchmarkMembership(b *testing.B) {
 				for range b.N {
 					r := runMembership(b, impl, n)
 					b.ReportMetric(r.converge.Seconds(), "converge-s")
-					b.ReportMetric((r.converge - r.lastStart).Seconds(), "after-last-start-s")
 					b.ReportMetric(r.failure.Seconds(), "fail-seen-s")
 					b.ReportMetric(r.cpu.Seconds(), "converge-cpu-s")
 					results = append(results, r)
@@ -398,23 +351,16 @@ func BenchmarkMembership(b *testing.B) {
 			})
 		}
 	}
-	fmt.Println("\nmembership in one process, loopback UDP/TCP, this machine (joins paced over the window, as a rack powering on;")
-	fmt.Println("\"after last\": converge after the last node started its gossip; core/node: CPU to converge per node per second):")
-	fmt.Printf("%-6s %5s  %-7s  %-28s  %-10s  %-8s  %-9s  %s\n", "impl", "N", "window", "converge", "after last", "CPU", "core/node", "crash seen by all")
+	fmt.Println("\nmembership in one process, loopback UDP/TCP, this machine:")
+	fmt.Printf("%-6s %5s  %-28s  %-13s  %s\n", "impl", "N", "converge", "CPU to conv.", "crash seen by all")
 	for _, r := range results {
 		conv, cpu, fail := fmt.Sprintf("%.2fs", r.converge.Seconds()), fmt.Sprintf("%.1fs", r.cpu.Seconds()), fmt.Sprintf("%.2fs", r.failure.Seconds())
-		after := fmt.Sprintf("%.2fs", (r.converge - r.lastStart).Seconds())
-		perNode := fmt.Sprintf("%.2f%%", 100*r.cpu.Seconds()/r.converge.Seconds()/float64(r.n))
 		if !r.convOK {
-			conv, after, fail = fmt.Sprintf("did not converge in %.0fs", (convergeLimit+r.started).Seconds()), "-", "-"
+			conv, fail = fmt.Sprintf("did not converge in %.0fs", (convergeLimit+r.started).Seconds()), "-"
 		} else if !r.failOK {
 			fail = fmt.Sprintf("not seen in %.0fs", convergeLimit.Seconds())
 		}
-		window := "none"
-		if r.impl != "raw" {
-			window = fmt.Sprintf("%.2fs", r.window.Seconds())
-		}
-		fmt.Printf("%-6s %5d  %-7s  %-28s  %-10s  %-8s  %-9s  %s\n", r.impl, r.n, window, conv, after, cpu, perNode, fail)
+		fmt.Printf("%-6s %5d  %-28s  %-13s  %s\n", r.impl, r.n, conv, cpu, fail)
 	}
 }
 

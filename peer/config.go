@@ -60,11 +60,6 @@ type Timers struct {
 	// it by up to ceil(log2(N/32))+1 above 32 nodes; at 5 s that is at most
 	// 30 s for N ≤ 1000 (stock: 30 s growing to 180 s).
 	PushPull time.Duration
-	// HealGrace is how long a member of this cluster heard on the
-	// backplane must have been missing from this node's gossip before the
-	// tick's heal joins it (a newcomer's arrival rumour reaches every member
-	// well within it; see missingMembers). Zero: at once.
-	HealGrace time.Duration
 	// Serf timers: how often failed members are retried and reaped, how
 	// long failed and left members are kept.
 	ReconnectInterval, ReapInterval, ReconnectTimeout, TombstoneTimeout time.Duration
@@ -159,7 +154,6 @@ func DefaultTimers() Timers {
 		SmallProbeInterval: 500 * time.Millisecond,
 		SmallProbeTimeout:  250 * time.Millisecond,
 		PushPull:           5 * time.Second,
-		HealGrace:          2 * time.Second,
 		ReconnectInterval:  10 * time.Second,
 		ReapInterval:       15 * time.Second,
 		ReconnectTimeout:   72 * time.Hour,
@@ -207,9 +201,6 @@ func (c Config) Validate() error {
 	}
 	if t.SmallCluster > 0 && (t.SmallProbeTimeout <= 0 || t.SmallProbeInterval <= t.SmallProbeTimeout) {
 		errs = append(errs, errors.New("small-cluster probe timers: want 0 < timeout < interval"))
-	}
-	if t.HealGrace < 0 {
-		errs = append(errs, errors.New("heal grace must not be negative"))
 	}
 	if t.SuspicionMult <= 0 {
 		errs = append(errs, errors.New("suspicion multiplier must be positive"))

@@ -440,12 +440,9 @@ func (p *Peer) mergeMetaLocked(m meta) {
 	}
 }
 
-// members returns the membership as this node sees it.
-func (p *Peer) members() []client.Member { return serfMembers(p.serfInstance()) }
-
-// serfMembers returns the members s knows, sorted by node ID (none when s
-// is nil).
-func serfMembers(s *serf.Serf) []client.Member {
+// members returns the membership as this node sees it, plus pending nodes.
+func (p *Peer) members() []client.Member {
+	s := p.serfInstance()
 	var out []client.Member
 	if s != nil {
 		suspect := map[string]bool{}
@@ -480,8 +477,7 @@ func serfMembers(s *serf.Serf) []client.Member {
 }
 
 // heal runs on members every tick: joins members of our cluster heard by
-// discovery but not alive in gossip for Timers.HealGrace (partitions,
-// restarts, a missed arrival rumour), recovers a
+// discovery but not alive in gossip (partitions, restarts), recovers a
 // keyring missed during a rotation, and syncs cluster settings.
 func (p *Peer) heal(ctx context.Context) {
 	s := p.serfInstance()
@@ -502,21 +498,17 @@ func (p *Peer) heal(ctx context.Context) {
 	if resync {
 		p.resync()
 	}
-	heard := map[string]string{}    // node ID: gossip address
-	heardAPI := map[string]string{} // node ID: node API address
+	var missing []string
+	var missingAPI []string
 	if a := p.ann.Load(); a != nil {
 		for _, b := range a.Peers() {
 			// Only nodes heard lately: a node just killed is still in the
 			// table for a few beacon periods.
-			if b.ClusterID == clusterID && b.Gossip != "" && p.now().Sub(b.At) <= 2*p.cfg.Timers.Beacon && !slices.Contains(revoked, b.NodeID) {
-				heard[b.NodeID], heardAPI[b.NodeID] = b.Gossip, b.API
+			if b.ClusterID == clusterID && !alive[b.NodeID] && b.Gossip != "" && p.now().Sub(b.At) <= 2*p.cfg.Timers.Beacon && !slices.Contains(revoked, b.NodeID) {
+				missing = append(missing, b.Gossip)
+				missingAPI = append(missingAPI, b.API)
 			}
 		}
-	}
-	var missing, missingAPI []string
-	for _, id := range p.missing.due(p.now(), p.cfg.Timers.HealGrace, heard, alive) {
-		missing = append(missing, heard[id])
-		missingAPI = append(missingAPI, heardAPI[id])
 	}
 	if len(missing) > 0 {
 		p.log.Debug("joining members heard on the backplane but not in gossip", "n", len(missing))

@@ -161,7 +161,12 @@ func (p *Peer) handleAdmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp.Keys = encodeKeys(keys)
-	resp.Members = admitJoinAddrs(p.GossipAddr(), p.id.NodeID, p.members())
+	resp.Members = []string{p.GossipAddr()}
+	for _, m := range p.members() {
+		if m.State == client.StateAlive && m.ID != p.id.NodeID && len(resp.Members) < 8 {
+			resp.Members = append(resp.Members, m.Gossip)
+		}
+	}
 	p.log.Info("admitted node", "peer", req.NodeID, "from", r.RemoteAddr)
 	p.record("admit", req.NodeID, "hardware "+req.Hardware)
 	writeJSON(w, http.StatusOK, resp)
