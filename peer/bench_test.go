@@ -66,12 +66,14 @@ func startRaw(tb testing.TB, n int) []gossipNode {
 }
 
 // startShoal starts serf as startMembership does (GossipConfig for n
-// expected members, encrypted, the node's gossip transport) and joins the way a node does: each node is
-// given three random nodes already in the cluster (what an admission reply
-// lists) and joins through the first that answers (joinOne), with at most
-// 4 joins in flight (paced), re-syncs once (resyncAfter) and, until stop is
-// closed, heals every tick as heal does.
-func startShoal(tb testing.TB, n int, stop <-chan struct{}) []gossipNode {
+// expected members, encrypted, the node's gossip transport) and joins the
+// way a rack powering on does: node 0 forms the cluster, and every other
+// node waits the random delay formOrJoin draws (joinDelay, hearing the n-1
+// unclaimed nodes) before it is admitted by node 0, starts its gossip and
+// joins through the first of three of the addresses the admission reply
+// lists (admitJoinAddrs, joinOne); then it re-syncs once (resyncAfter) and,
+// until stop is closed, heals every tick as heal does.
+func startShoal(tb testing.TB, n int, stop <-chan struct{}) *serfCluster {
 	return startSerf(tb, n, true, stop)
 }
 
@@ -79,23 +81,43 @@ func startShoal(tb testing.TB, n int, stop <-chan struct{}) []gossipNode {
 // outlive startSerf.
 var background sync.WaitGroup
 
+// serfCluster is a benchmark cluster started by startSerf.
+type serfCluster struct {
+	nodes []gossipNode
+	// window is the join pacing window (joinPace); lastStart is when the
+	// last node started its gossip, after the first node's start.
+	window, lastStart time.Duration
+
+	mu    sync.Mutex
+	heard map[string]string // node name to gossip address: what discovery hears
+}
+
+// crash kills node i and stops its beacons: the others' heal forgets it
+// (on a node, heal joins only members heard in the last two beacon
+// periods, 4 s, and a crash is declared later than that).
+func (c *serfCluster) crash(i int) {
+	c.mu.Lock()
+	delete(c.heard, fmt.Sprintf("%032x", i))
+	c.mu.Unlock()
+	c.nodes[i].kill()
+}
+
 // startSerf starts serf with shoal's configuration (tuned) or serf's and
-// memberlist's stock LAN configuration, joined the same paced way.
-func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) []gossipNode {
+// memberlist's stock LAN configuration, joined the same paced way. It
+// returns once every node started and its join returned.
+func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) *serfCluster {
 	key := make([]byte, 32)
 	rand.Read(key)
 	clusterID := fmt.Sprintf("%x", key[:16])
-	nodes := make([]gossipNode, n)
-	sem := make(chan struct{}, 4)
+	timers := peer.DefaultTimers()
+	sc := &serfCluster{nodes: make([]gossipNode, n), window: peer.JoinPace(timers, n-1), heard: map[string]string{}}
 	begin := time.Now()
-	var mu sync.Mutex
-	joined := []string{}         // nodes already in: what an admission reply lists
-	heard := map[string]string{} // node name to gossip address: what discovery hears
-	var wg sync.WaitGroup
-	for i := range n {
+	mu, heard := &sc.mu, sc.heard
+	joined := 0
+	create := func(i int) *serf.Serf {
 		// Every node hears the other n-1 on the backplane before its
 		// gossip starts (a rack powering on), as expectedMembers counts.
-		c := peer.GossipConfig(peer.DefaultTimers(), n)
+		c := peer.GossipConfig(timers, n)
 		if !tuned {
 			c = serf.DefaultConfig()
 			c.MemberlistConfig = memberlist.DefaultLANConfig()
@@ -115,7 +137,8 @@ func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) []gossipN
 			c.MemberlistConfig.GossipVerifyIncoming, c.MemberlistConfig.GossipVerifyOutgoing = true, true
 			tr, err := peer.NewGossipTransport("127.0.0.1", 0)
 			if err != nil {
-				tb.Fatalf("gossip transport %d: %v", i, err)
+				tb.Errorf("gossip transport %d: %v", i, err)
+				return nil
 			}
 			c.MemberlistConfig.Transport = tr
 		}
@@ -123,88 +146,95 @@ func startSerf(tb testing.TB, n int, tuned bool, stop <-chan struct{}) []gossipN
 		c.MemberlistConfig.Logger = c.Logger
 		s, err := serf.Create(c)
 		if err != nil {
-			tb.Fatalf("serf %d: %v", i, err)
+			tb.Errorf("serf %d: %v", i, err)
+			return nil
 		}
-		nodes[i] = serfNode{s}
 		mu.Lock()
-		heard[name] = nodes[i].addr()
+		sc.nodes[i] = serfNode{s}
+		heard[name] = sc.nodes[i].addr()
+		sc.lastStart = max(sc.lastStart, time.Since(begin))
 		mu.Unlock()
 		background.Add(1)
-		go func() { defer background.Done(); benchHeal(s, heard, &mu, stop) }()
-		if i == 0 {
-			joined = append(joined, nodes[0].addr())
-			continue
-		}
-		sem <- struct{}{}
-		mu.Lock()
-		var seeds []string
-		for _, j := range mrand.Perm(len(joined))[:min(3, len(joined))] {
-			seeds = append(seeds, joined[j])
-		}
-		mu.Unlock()
+		go func() { defer background.Done(); benchHeal(s, heard, mu, stop) }()
+		return s
+	}
+	first := create(0) // node 0 forms the cluster and admits the others
+	if first == nil {
+		tb.FailNow()
+	}
+	firstAddr, firstName := first.Memberlist().LocalNode().Address(), first.LocalMember().Name
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := peer.JoinOne(s, seeds)
-			<-sem
+			// formOrJoin: a random delay, then admission, then gossip.
+			time.Sleep(peer.JoinDelay(timers, n-1))
+			s := create(i)
+			if s == nil {
+				return
+			}
+			err := peer.JoinOne(s, peer.AdmitJoinAddrs(firstAddr, firstName, peer.SerfMembers(first)))
 			if err != nil {
 				return
 			}
 			mu.Lock()
-			joined = append(joined, s.Memberlist().LocalNode().Address())
-			if len(joined)%64 == 0 && os.Getenv("BENCH_MEMBERSHIP_TRACE") != "" {
-				fmt.Printf("  %d nodes joined after %.1fs\n", len(joined), time.Since(begin).Seconds())
+			joined++
+			if joined%64 == 0 && os.Getenv("BENCH_MEMBERSHIP_TRACE") != "" {
+				fmt.Printf("  %d nodes joined after %.1fs\n", joined, time.Since(begin).Seconds())
 			}
 			mu.Unlock()
 			// Once more a little later, as the timer in the node's Run
 			// loop does. Measured while the benchmark already waits.
-			resync := peer.ResyncAfter(peer.DefaultTimers(), s.NumNodes())
+			resync := peer.ResyncAfter(timers, s.NumNodes())
 			background.Add(1)
 			go func() {
 				defer background.Done()
 				time.Sleep(resync)
-				peer.JoinOne(s, peer.ResyncTargets(s, name))
+				peer.JoinOne(s, peer.ResyncTargets(s, s.LocalMember().Name))
 			}()
 		}()
 	}
 	wg.Wait()
-	return nodes
+	if tb.Failed() {
+		tb.FailNow()
+	}
+	return sc
 }
 
 // benchHeal does what a node's heal does every tick, until stop is closed:
-// it joins the nodes heard on the backplane that are not alive in its
-// gossip. Here every node started is heard (beacons reach every node within
-// one 2 s period; the benchmark hears it at once), and heal stops once the
-// cluster converged, before the crash is measured (on a node, a crashed
-// member's beacons stop, so heal leaves it alone). Nodes' ticks are not
-// in phase.
+// it joins the nodes heard on the backplane that have been missing from
+// its gossip for the heal grace (the same MissingMembers heal uses). Here
+// every node started is heard (beacons reach every node within one 2 s
+// period; the benchmark hears it at once); a crashed node is no longer
+// heard (serfCluster.crash). Nodes' ticks are not in phase.
 func benchHeal(s *serf.Serf, heard map[string]string, mu *sync.Mutex, stop <-chan struct{}) {
-	tick := peer.DefaultTimers().Tick
-	t := time.NewTimer(time.Duration(mrand.Int64N(int64(tick))))
+	timers := peer.DefaultTimers()
+	t := time.NewTimer(time.Duration(mrand.Int64N(int64(timers.Tick))))
 	defer t.Stop()
+	var missing peer.MissingMembers
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			t.Reset(tick)
+			t.Reset(timers.Tick)
 		}
+		// serf's alive members are memberlist's alive and suspect ones;
+		// memberlist's list is the cheaper to copy (no tags), which counts
+		// with hundreds of nodes in one process.
 		alive := map[string]bool{}
-		for _, m := range s.Members() {
-			if m.Status == serf.StatusAlive {
-				alive[m.Name] = true
-			}
+		for _, m := range s.Memberlist().Members() {
+			alive[m.Name] = true
 		}
-		var missing []string
+		var addrs []string
 		mu.Lock()
-		for name, addr := range heard {
-			if !alive[name] {
-				missing = append(missing, addr)
-			}
+		for _, id := range missing.Due(time.Now(), timers.HealGrace, heard, alive) {
+			addrs = append(addrs, heard[id])
 		}
 		mu.Unlock()
-		if len(missing) > 0 {
-			peer.JoinOne(s, missing)
+		if len(addrs) > 0 {
+			peer.JoinOne(s, addrs)
 		}
 	}
 }
@@ -246,24 +276,31 @@ type benchResult struct {
 	converge, failure time.Duration
 	cpu               time.Duration // process CPU time from start to converged
 	started           time.Duration // nodes created and joins returned
+	window, lastStart time.Duration // join pacing window; when the last node started
 	convOK, failOK    bool
 }
 
 // runMembership measures one cluster: time from the first node's start to
 // every node seeing all n, then time from killing one node to every
-// survivor seeing n-1.
+// survivor seeing n-1. Shoal's nodes heal every tick throughout, as nodes
+// do.
 func runMembership(tb testing.TB, impl string, n int) benchResult {
 	start, cpu0 := time.Now(), cpuTime()
 	stop := make(chan struct{})
 	stopHeal := sync.OnceFunc(func() { close(stop) })
 	var nodes []gossipNode
+	r := benchResult{impl: impl, n: n}
+	var c *serfCluster
 	switch impl {
 	case "raw":
 		nodes = startRaw(tb, n)
 	case "serf": // stock serf, paced joins: isolates the tuning
-		nodes = startSerf(tb, n, false, stop)
+		c = startSerf(tb, n, false, stop)
 	default:
-		nodes = startShoal(tb, n, stop)
+		c = startShoal(tb, n, stop)
+	}
+	if c != nil {
+		nodes, r.window, r.lastStart = c.nodes, c.window, c.lastStart
 	}
 	defer func() {
 		stopHeal()
@@ -272,12 +309,10 @@ func runMembership(tb testing.TB, impl string, n int) benchResult {
 			nd.kill()
 		}
 	}()
-	r := benchResult{impl: impl, n: n}
 	r.started = time.Since(start)
 	_, r.convOK = waitAll(nodes, n, convergeLimit)
 	r.converge = time.Since(start)
 	r.cpu = cpuTime() - cpu0
-	stopHeal()
 	if testing.Verbose() {
 		fmt.Printf("%s N=%d: nodes started and joins returned after %.2fs\n", impl, n, r.started.Seconds())
 	}
@@ -285,7 +320,11 @@ func runMembership(tb testing.TB, impl string, n int) benchResult {
 		return r
 	}
 	victim := n / 2
-	nodes[victim].kill()
+	if c != nil {
+		c.crash(victim) // the others go on healing, as nodes do
+	} else {
+		nodes[victim].kill()
+	}
 	survivors := append(append([]gossipNode(nil), nodes[:victim]...), nodes[victim+1:]...)
 	r.failure, r.failOK = waitAll(survivors, n-1, convergeLimit)
 	nodes = survivors
@@ -301,12 +340,15 @@ const convergeLimit = 120 * time.Second
 // (DefaultLANConfig, all joining one seed at once, unencrypted) and for
 // shoal's gossip exactly as startMembership runs it (serf with
 // GossipConfig's timers, encrypted, on the node's gossip transport,
-// joining the way joinGossip does with at most 4 joins in flight, then
-// re-syncing and healing every tick as a node does until converged).
+// joining as a rack powering on does: paced over joinPace's window,
+// admitted by node 0, joining the way joinGossip does, then re-syncing and
+// healing every tick as a node does). For shoal it also prints the pacing
+// window and the time to converge after the last node started its gossip,
+// the figure to compare with stock, whose nodes all start at once.
 //
 // Sizes: BENCH_MEMBERSHIP_N (comma-separated), default 3,32,128,256, and
 // doubling on up to SHOAL_BENCH_MAX_N when set (SHOAL_BENCH_MAX_N=512
-// adds 512: about 5 more minutes). BENCH_MEMBERSHIP_IMPL=raw,serf,shoal
+// adds 512: about 1 more minute). BENCH_MEMBERSHIP_IMPL=raw,serf,shoal
 // chooses (serf: stock serf config with shoal's joins, to isolate the
 // tuning). BENCH_MEMBERSHIP_TRACE=1 prints progress every second.
 // Run: go test -run '^$' -bench Membership -benchtime 1x -timeout 30m ./peer/
@@ -344,6 +386,7 @@ func BenchmarkMembership(b *testing.B) {
 				for range b.N {
 					r := runMembership(b, impl, n)
 					b.ReportMetric(r.converge.Seconds(), "converge-s")
+					b.ReportMetric((r.converge - r.lastStart).Seconds(), "after-last-start-s")
 					b.ReportMetric(r.failure.Seconds(), "fail-seen-s")
 					b.ReportMetric(r.cpu.Seconds(), "converge-cpu-s")
 					results = append(results, r)
@@ -351,16 +394,23 @@ func BenchmarkMembership(b *testing.B) {
 			})
 		}
 	}
-	fmt.Println("\nmembership in one process, loopback UDP/TCP, this machine:")
-	fmt.Printf("%-6s %5s  %-28s  %-13s  %s\n", "impl", "N", "converge", "CPU to conv.", "crash seen by all")
+	fmt.Println("\nmembership in one process, loopback UDP/TCP, this machine (joins paced over the window, as a rack powering on;")
+	fmt.Println("\"after last\": converge after the last node started its gossip; core/node: CPU to converge per node per second):")
+	fmt.Printf("%-6s %5s  %-7s  %-28s  %-10s  %-8s  %-9s  %s\n", "impl", "N", "window", "converge", "after last", "CPU", "core/node", "crash seen by all")
 	for _, r := range results {
 		conv, cpu, fail := fmt.Sprintf("%.2fs", r.converge.Seconds()), fmt.Sprintf("%.1fs", r.cpu.Seconds()), fmt.Sprintf("%.2fs", r.failure.Seconds())
+		after := fmt.Sprintf("%.2fs", (r.converge - r.lastStart).Seconds())
+		perNode := fmt.Sprintf("%.2f%%", 100*r.cpu.Seconds()/r.converge.Seconds()/float64(r.n))
 		if !r.convOK {
-			conv, fail = fmt.Sprintf("did not converge in %.0fs", (convergeLimit+r.started).Seconds()), "-"
+			conv, after, fail = fmt.Sprintf("did not converge in %.0fs", (convergeLimit+r.started).Seconds()), "-", "-"
 		} else if !r.failOK {
 			fail = fmt.Sprintf("not seen in %.0fs", convergeLimit.Seconds())
 		}
-		fmt.Printf("%-6s %5d  %-28s  %-13s  %s\n", r.impl, r.n, conv, cpu, fail)
+		window := "none"
+		if r.impl != "raw" {
+			window = fmt.Sprintf("%.2fs", r.window.Seconds())
+		}
+		fmt.Printf("%-6s %5d  %-7s  %-28s  %-10s  %-8s  %-9s  %s\n", r.impl, r.n, window, conv, after, cpu, perNode, fail)
 	}
 }
 

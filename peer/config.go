@@ -40,7 +40,9 @@ type Timers struct {
 	Settle time.Duration
 	// JoinPace bounds the random delay before an unclaimed node asks for
 	// admission; the delay grows with the number of unclaimed nodes seen
-	// (50 ms each) up to this bound, so a rack powering on does not storm.
+	// (50 ms each, joinPace) up to this bound, so a rack powering on joins
+	// at about 20 nodes a second whatever its size (a mass join costs
+	// gossip in proportion to N², see docs/peer.md "Scale"). Zero: no delay.
 	JoinPace time.Duration
 	// Memberlist timers.
 	ProbeInterval, ProbeTimeout, GossipInterval time.Duration
@@ -56,10 +58,27 @@ type Timers struct {
 	// docs/peer.md "Scale"). Zero SmallCluster: always ProbeInterval.
 	SmallCluster                          int
 	SmallProbeInterval, SmallProbeTimeout time.Duration
+	// RetransmitMult is memberlist's retransmission multiplier (every
+	// member retransmits each update it learns RetransmitMult ×
+	// ⌈log10(N+1)⌉ times) for a node that expects at most LargeCluster
+	// members when its gossip starts; it shrinks by one per doubling above
+	// that, to no less than MinRetransmitMult (retransmitMult). Every
+	// update costs N × that many messages, which is what a mass join of
+	// hundreds of nodes spends its CPU on; what gossip misses, the re-sync
+	// after joining, heal and push/pull repair (docs/peer.md "Scale").
+	// Zero RetransmitMult: memberlist's default (4); zero LargeCluster: no
+	// shrinking.
+	RetransmitMult, MinRetransmitMult int
+	LargeCluster                      int
 	// PushPull is the base full-state sync interval. memberlist multiplies
 	// it by up to ceil(log2(N/32))+1 above 32 nodes; at 5 s that is at most
 	// 30 s for N ≤ 1000 (stock: 30 s growing to 180 s).
 	PushPull time.Duration
+	// HealGrace is how long a member of this cluster heard on the
+	// backplane must have been missing from this node's gossip before the
+	// tick's heal joins it (a newcomer's arrival rumour reaches every member
+	// well within it; see missingMembers). Zero: at once.
+	HealGrace time.Duration
 	// Serf timers: how often failed members are retried and reaped, how
 	// long failed and left members are kept.
 	ReconnectInterval, ReapInterval, ReconnectTimeout, TombstoneTimeout time.Duration
@@ -145,15 +164,19 @@ func DefaultTimers() Timers {
 		Tick:               time.Second,
 		Beacon:             2 * time.Second,
 		Settle:             10 * time.Second,
-		JoinPace:           10 * time.Second,
+		JoinPace:           30 * time.Second,
 		ProbeInterval:      time.Second,
 		ProbeTimeout:       500 * time.Millisecond,
 		GossipInterval:     100 * time.Millisecond, // stock 200 ms; see docs/peer.md "Scale"
 		SuspicionMult:      4,                      // stock; 3 melts down under CPU starvation, see docs/peer.md "Scale"
-		SmallCluster:       128,
+		SmallCluster:       256,
 		SmallProbeInterval: 500 * time.Millisecond,
 		SmallProbeTimeout:  250 * time.Millisecond,
+		RetransmitMult:     4, // stock
+		LargeCluster:       128,
+		MinRetransmitMult:  2,
 		PushPull:           5 * time.Second,
+		HealGrace:          2 * time.Second,
 		ReconnectInterval:  10 * time.Second,
 		ReapInterval:       15 * time.Second,
 		ReconnectTimeout:   72 * time.Hour,
@@ -201,6 +224,12 @@ func (c Config) Validate() error {
 	}
 	if t.SmallCluster > 0 && (t.SmallProbeTimeout <= 0 || t.SmallProbeInterval <= t.SmallProbeTimeout) {
 		errs = append(errs, errors.New("small-cluster probe timers: want 0 < timeout < interval"))
+	}
+	if t.RetransmitMult < 0 || t.LargeCluster > 0 && t.MinRetransmitMult <= 0 {
+		errs = append(errs, errors.New("retransmit multipliers: want RetransmitMult ≥ 0, and MinRetransmitMult > 0 when LargeCluster is set"))
+	}
+	if t.HealGrace < 0 {
+		errs = append(errs, errors.New("heal grace must not be negative"))
 	}
 	if t.SuspicionMult <= 0 {
 		errs = append(errs, errors.New("suspicion multiplier must be positive"))

@@ -20,6 +20,10 @@
 //     its certificate and the gossip keyring.
 //   - membership: serf with encrypted gossip, bounded push/pull, reaping;
 //     a merge delegate refuses nodes of other clusters and removed nodes.
+//     Joins are paced (joinDelay), and every tick heal joins members heard
+//     on the backplane that gossip has missed for Timers.HealGrace
+//     (missingMembers); timers and retransmissions depend on the cluster
+//     size a node expects when its gossip starts (GossipConfig).
 //   - APIs: local HTTP on a UNIX socket (peer/client), node-to-node HTTPS
 //     with mutual TLS (Service is the seam for state replication, claims).
 //   - claims (claimsvc.go, claimlocal.go; docs/claims.md): a claim.Node

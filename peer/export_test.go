@@ -2,6 +2,7 @@ package peer
 
 import (
 	"net"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -38,3 +39,25 @@ var (
 
 // GossipTags lets the benchmark announce the tags a node announces.
 var GossipTags = gossipTags
+
+// JoinPace and JoinDelay let the benchmark pace its joins exactly as a
+// node's formation and auto-join do.
+var (
+	JoinPace  = joinPace
+	JoinDelay = joinDelay
+)
+
+// AdmitJoinAddrs and SerfMembers let the benchmark hand each joiner the
+// gossip addresses an admission reply lists.
+var (
+	AdmitJoinAddrs = admitJoinAddrs
+	SerfMembers    = serfMembers
+)
+
+// MissingMembers lets the benchmark heal as a node's heal does.
+type MissingMembers = missingMembers
+
+// Due is missingMembers.due.
+func (m *MissingMembers) Due(now time.Time, grace time.Duration, heard map[string]string, alive map[string]bool) []string {
+	return m.due(now, grace, heard, alive)
+}

@@ -85,8 +85,7 @@ func (p *Peer) formOrJoin(ctx context.Context) {
 			// delay that grows with the crowd of unclaimed nodes.
 			p.mu.Lock()
 			if p.setSince.IsZero() || p.lastSet != "join:"+id {
-				pace := min(p.cfg.Timers.JoinPace, time.Duration(len(unclaimed))*50*time.Millisecond)
-				p.lastSet, p.setSince = "join:"+id, now.Add(time.Duration(mrand.Int64N(int64(pace)+1)))
+				p.lastSet, p.setSince = "join:"+id, now.Add(joinDelay(p.cfg.Timers, len(unclaimed)))
 				p.mu.Unlock()
 				return
 			}
@@ -132,6 +131,26 @@ func (p *Peer) formOrJoin(ctx context.Context) {
 	if _, err := p.createCluster(p.cfg.Policy, unclaimed); err != nil {
 		p.log.Error("form cluster", "err", err)
 	}
+}
+
+// joinPacePerNode is how much the window of an unclaimed node's random
+// delay before it asks a cluster for admission grows per unclaimed node it
+// hears on the backplane (itself included).
+const joinPacePerNode = 50 * time.Millisecond
+
+// joinPace is the window of that delay for a node that hears the given
+// number of unclaimed nodes (itself included): joinPacePerNode each, at
+// most t.JoinPace. A rack of N nodes powering on (one forms, N-1 join)
+// spreads its joins over joinPace(t, N-1): 100 ms at 3 nodes, 1.55 s at 32,
+// 6.35 s at 128, 12.75 s at 256, 25.55 s at 512: 20 joins a second
+// however large the rack, up to t.JoinPace (30 s, 601 nodes).
+func joinPace(t Timers, unclaimed int) time.Duration {
+	return max(0, min(t.JoinPace, time.Duration(unclaimed)*joinPacePerNode))
+}
+
+// joinDelay is a random delay in [0, joinPace(t, unclaimed)].
+func joinDelay(t Timers, unclaimed int) time.Duration {
+	return time.Duration(mrand.Int64N(int64(joinPace(t, unclaimed)) + 1))
 }
 
 // createCluster makes this node the first member of a new cluster; group
@@ -334,4 +353,24 @@ func hostPortDefault(addr string, port string) string {
 		return addr
 	}
 	return net.JoinHostPort(strings.Trim(addr, "[]"), port)
+}
+
+// admitJoinMembers is how many gossip addresses an admission reply lists.
+const admitJoinMembers = 8
+
+// admitJoinAddrs is the list of gossip addresses an admission reply hands
+// the new node (which joins through three of them, see joinOne): the
+// admitter's own (self) and up to admitJoinMembers-1 other alive members
+// chosen at random. Every joiner of a rack powering on asks the same member
+// (the lowest node ID), so a fixed pick would make the same few members
+// absorb every join.
+func admitJoinAddrs(self, selfID string, members []client.Member) []string {
+	var others []string
+	for _, m := range members {
+		if m.State == client.StateAlive && m.ID != selfID && m.Gossip != self {
+			others = append(others, m.Gossip)
+		}
+	}
+	mrand.Shuffle(len(others), func(i, j int) { others[i], others[j] = others[j], others[i] })
+	return append([]string{self}, others[:min(admitJoinMembers-1, len(others))]...)
 }

@@ -79,8 +79,9 @@ const (
 // GossipConfig returns the serf configuration of this node's timers
 // (without name, addresses, keys) for a node that expects the given number
 // of members (itself included) when its gossip starts: up to
-// t.SmallCluster, it probes with the small-cluster timers. Exported for
-// the benchmark.
+// t.SmallCluster, it probes with the small-cluster timers; above
+// t.LargeCluster, it retransmits updates fewer times (retransmitMult).
+// Exported for the benchmark.
 func GossipConfig(t Timers, expected int) *serf.Config {
 	sc := serf.DefaultConfig()
 	mc := memberlist.DefaultLANConfig()
@@ -89,6 +90,7 @@ func GossipConfig(t Timers, expected int) *serf.Config {
 	if expected <= t.SmallCluster {
 		mc.ProbeInterval, mc.ProbeTimeout = t.SmallProbeInterval, t.SmallProbeTimeout
 	}
+	mc.RetransmitMult = retransmitMult(t, expected, mc.RetransmitMult)
 	mc.GossipInterval = t.GossipInterval
 	mc.SuspicionMult = t.SuspicionMult
 	mc.PushPullInterval = t.PushPull
@@ -103,6 +105,25 @@ func GossipConfig(t Timers, expected int) *serf.Config {
 	sc.DisableCoordinates = true
 	sc.EnableNameConflictResolution = true
 	return sc
+}
+
+// retransmitMult is the retransmission multiplier of a node that expects
+// the given number of members: t.RetransmitMult (def when zero) up to
+// t.LargeCluster, one less per doubling above it, at least
+// t.MinRetransmitMult. With the defaults: 4 up to 128 members, 3 up to
+// 256, 2 above (6 retransmissions at 512 instead of 12).
+func retransmitMult(t Timers, expected, def int) int {
+	m := def
+	if t.RetransmitMult > 0 {
+		m = t.RetransmitMult
+	}
+	if t.LargeCluster <= 0 {
+		return m
+	}
+	for n := t.LargeCluster; n < expected && m > t.MinRetransmitMult; n *= 2 {
+		m--
+	}
+	return m
 }
 
 // startMembership starts serf with this node's cluster keyring and joins
@@ -440,9 +461,12 @@ func (p *Peer) mergeMetaLocked(m meta) {
 	}
 }
 
-// members returns the membership as this node sees it, plus pending nodes.
-func (p *Peer) members() []client.Member {
-	s := p.serfInstance()
+// members returns the membership as this node sees it.
+func (p *Peer) members() []client.Member { return serfMembers(p.serfInstance()) }
+
+// serfMembers returns the members s knows, sorted by node ID (none when s
+// is nil).
+func serfMembers(s *serf.Serf) []client.Member {
 	var out []client.Member
 	if s != nil {
 		suspect := map[string]bool{}
@@ -477,7 +501,8 @@ func (p *Peer) members() []client.Member {
 }
 
 // heal runs on members every tick: joins members of our cluster heard by
-// discovery but not alive in gossip (partitions, restarts), recovers a
+// discovery but not alive in gossip for Timers.HealGrace (partitions,
+// restarts, a missed arrival rumour), recovers a
 // keyring missed during a rotation, and syncs cluster settings.
 func (p *Peer) heal(ctx context.Context) {
 	s := p.serfInstance()
@@ -498,17 +523,21 @@ func (p *Peer) heal(ctx context.Context) {
 	if resync {
 		p.resync()
 	}
-	var missing []string
-	var missingAPI []string
+	heard := map[string]string{}    // node ID: gossip address
+	heardAPI := map[string]string{} // node ID: node API address
 	if a := p.ann.Load(); a != nil {
 		for _, b := range a.Peers() {
 			// Only nodes heard lately: a node just killed is still in the
 			// table for a few beacon periods.
-			if b.ClusterID == clusterID && !alive[b.NodeID] && b.Gossip != "" && p.now().Sub(b.At) <= 2*p.cfg.Timers.Beacon && !slices.Contains(revoked, b.NodeID) {
-				missing = append(missing, b.Gossip)
-				missingAPI = append(missingAPI, b.API)
+			if b.ClusterID == clusterID && b.Gossip != "" && p.now().Sub(b.At) <= 2*p.cfg.Timers.Beacon && !slices.Contains(revoked, b.NodeID) {
+				heard[b.NodeID], heardAPI[b.NodeID] = b.Gossip, b.API
 			}
 		}
+	}
+	var missing, missingAPI []string
+	for _, id := range p.missing.due(p.now(), p.cfg.Timers.HealGrace, heard, alive) {
+		missing = append(missing, heard[id])
+		missingAPI = append(missingAPI, heardAPI[id])
 	}
 	if len(missing) > 0 {
 		p.log.Debug("joining members heard on the backplane but not in gossip", "n", len(missing))

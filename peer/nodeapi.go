@@ -161,12 +161,7 @@ func (p *Peer) handleAdmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp.Keys = encodeKeys(keys)
-	resp.Members = []string{p.GossipAddr()}
-	for _, m := range p.members() {
-		if m.State == client.StateAlive && m.ID != p.id.NodeID && len(resp.Members) < 8 {
-			resp.Members = append(resp.Members, m.Gossip)
-		}
-	}
+	resp.Members = admitJoinAddrs(p.GossipAddr(), p.id.NodeID, p.members())
 	p.log.Info("admitted node", "peer", req.NodeID, "from", r.RemoteAddr)
 	p.record("admit", req.NodeID, "hardware "+req.Hardware)
 	writeJSON(w, http.StatusOK, resp)

@@ -65,6 +65,7 @@ type Peer struct {
 	lastMeta  time.Time
 	lastFetch time.Time          // last keyring fetch over mTLS (rate-limited)
 	resyncAt  time.Time          // when to exchange full state once more after joining gossip (membership.go); zero when done
+	missing   missingMembers     // members heard but not in gossip, for heal (Run's loop only)
 	listening time.Time          // when discovery started; decisions wait until every node had time to be heard
 	svcCancel context.CancelFunc // stops Services when leaving; nil when they are not running
 	svcHold   bool               // Services must not start: the node is leaving (the tick would restart them under stopServices)

@@ -294,6 +294,10 @@ func TestConfigValidate(t *testing.T) {
 		{"no small-cluster probe timers", func(c *peer.Config) {
 			c.Timers.SmallCluster, c.Timers.SmallProbeInterval, c.Timers.SmallProbeTimeout = 0, 0, 0
 		}, true},
+		{"negative heal grace", func(c *peer.Config) { c.Timers.HealGrace = -time.Second }, false},
+		{"large cluster without a minimum multiplier", func(c *peer.Config) { c.Timers.MinRetransmitMult = 0 }, false},
+		{"no large-cluster multiplier", func(c *peer.Config) { c.Timers.LargeCluster, c.Timers.MinRetransmitMult = 0, 0 }, true},
+		{"negative retransmit multiplier", func(c *peer.Config) { c.Timers.RetransmitMult = -1 }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
