@@ -28,6 +28,7 @@ func Scribe(ctx context.Context, env *verb.Env, args []string) error {
 	disks := fs.String("disks", "", "comma-separated globs of data disks (default: "+scribe.DefaultDiskGlob+" if it matches anything, else every whole block device except the boot disk)")
 	force := fs.String("force-format", "", "comma-separated disks to format even if they hold other data (THEIR DATA IS LOST)")
 	fs.BoolVar(&cfg.Buffered, "buffered", false, "open disks without O_DIRECT (tests, tmpfs)")
+	fs.BoolVar(&cfg.NoUring, "no-io-uring", false, "do disk I/O with blocking system calls instead of io_uring")
 	if err := env.Parse(fs, args); err != nil {
 		return err
 	}
@@ -45,9 +46,11 @@ func Scribe(ctx context.Context, env *verb.Env, args []string) error {
 	if *force != "" {
 		cfg.ForceFormat = strings.Split(*force, ",")
 	}
-	// Every O_DIRECT read or write blocks an OS thread with its P until
-	// sysmon hands the P off; more Ps keep more I/Os in flight
-	// (docs/scribe.md, figures). Respect an explicit GOMAXPROCS.
+	// A blocking read or write (buffered disks, --no-io-uring, a kernel
+	// without io_uring) holds an OS thread with its P until sysmon hands
+	// the P off; more Ps keep more I/Os in flight (docs/scribe.md,
+	// figures; with io_uring, 2 Ps measured no better). Respect an
+	// explicit GOMAXPROCS.
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(max(8, 4*runtime.NumCPU()))
 	}

@@ -51,6 +51,9 @@ type Config struct {
 	// Buffered opens disks without O_DIRECT. Zero value: O_DIRECT where
 	// the file system allows it.
 	Buffered bool
+	// NoUring does the disks' I/O with blocking system calls. Zero value:
+	// O_DIRECT disks go through io_uring where the kernel allows it.
+	NoUring bool
 	// Interval paces the control loop: waiting for membership, refreshing
 	// this node's record and the view of other nodes, publishing the
 	// status of open VSDs. Zero value: 2 s.

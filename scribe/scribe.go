@@ -224,7 +224,7 @@ func (s *Scribe) startStorage(ctx, chunkCtx context.Context, wg *sync.WaitGroup)
 	globs := s.cfg.DiskGlobs
 	ds, probs, err := disks.Open(ctx, disks.Config{
 		Globs: globs, NodeID: idOf(creds.NodeID), ClusterID: idOf(creds.ClusterID),
-		ForceFormat: s.cfg.ForceFormat, Buffered: s.cfg.Buffered, Log: log.With("part", "disks"),
+		ForceFormat: s.cfg.ForceFormat, Buffered: s.cfg.Buffered, NoUring: s.cfg.NoUring, Log: log.With("part", "disks"),
 	})
 	if err != nil {
 		return nil, err

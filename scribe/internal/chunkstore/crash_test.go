@@ -55,7 +55,8 @@ func TestMain(m *testing.M) {
 }
 
 func crashChild(path string, seed uint64) int {
-	dev, err := OpenFile(path, FileOptions{Direct: os.Getenv("SHOAL_CHUNKSTORE_CRASH_DIRECT") == "1"})
+	mode, _ := strconv.Atoi(os.Getenv("SHOAL_CHUNKSTORE_CRASH_IO"))
+	dev, err := OpenFile(path, FileOptions{Direct: os.Getenv("SHOAL_CHUNKSTORE_CRASH_DIRECT") == "1", IO: IOMode(mode)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -93,7 +94,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 }
 
 func testCrash(t *testing.T, base uint64, opts FileOptions) {
-	path, dev := newDisk(t, 64<<20)
+	path, dev := newDisk(t, 64<<20, opts) // skips where the mode cannot run
 	if _, err := Format(dev, FormatOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,8 @@ func testCrash(t *testing.T, base uint64, opts FileOptions) {
 		rseed := base*100 + uint64(round)
 		killAfter := 1 + r.IntN(12) // sync lines to wait for
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "SHOAL_CHUNKSTORE_CRASH_DISK="+path, fmt.Sprintf("SHOAL_CHUNKSTORE_CRASH_SEED=%d", rseed))
+		cmd.Env = append(os.Environ(), "SHOAL_CHUNKSTORE_CRASH_DISK="+path, fmt.Sprintf("SHOAL_CHUNKSTORE_CRASH_SEED=%d", rseed),
+			fmt.Sprintf("SHOAL_CHUNKSTORE_CRASH_IO=%d", opts.IO))
 		if opts.Direct {
 			cmd.Env = append(cmd.Env, "SHOAL_CHUNKSTORE_CRASH_DIRECT=1")
 		}

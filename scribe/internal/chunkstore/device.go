@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"syscall"
@@ -27,9 +28,37 @@ type FileOptions struct {
 	// Direct opens with O_DIRECT: I/O bypasses the page cache, as a VM
 	// disk should (the guest caches). Zero value: buffered I/O.
 	Direct bool
+	// IO chooses how reads and writes reach the kernel. Zero value
+	// (IOAuto): io_uring for a Direct device, blocking system calls
+	// otherwise.
+	IO IOMode
+	// RingEntries is the io_uring size: the most I/Os of this device in
+	// flight at once (more wait). Zero value: 128.
+	RingEntries uint32
+	// Log receives the one line (per process) saying why io_uring is
+	// not used when IOAuto falls back. Zero value: slog.Default().
+	Log *slog.Logger
+
+	// ringErr, if set, fails the io_uring setup with it (tests).
+	ringErr error
 }
 
-// FileDevice is a Device on an os.File (regular file or block device).
+// IOMode is how a device's reads and writes reach the kernel.
+type IOMode int
+
+const (
+	// IOAuto is io_uring (RingDevice) for a Direct device where the
+	// kernel allows it, else blocking system calls (FileDevice).
+	IOAuto IOMode = iota
+	// IOSyscalls is blocking pread/pwrite/fdatasync (FileDevice).
+	IOSyscalls
+	// IOUring is io_uring (RingDevice), Direct or not; OpenFile fails
+	// with ErrNoUring where it cannot set one up.
+	IOUring
+)
+
+// FileDevice is a Device on an os.File (regular file or block device)
+// with blocking system calls.
 //
 // In Direct mode every transfer must be aligned to 4 KiB in offset,
 // length and memory: misaligned buffers are copied through an aligned one,
@@ -41,8 +70,40 @@ type FileDevice struct {
 	direct bool
 }
 
-// OpenFile opens path read-write as a Device.
-func OpenFile(path string, opts FileOptions) (*FileDevice, error) {
+// OpenFile opens path read-write as a Device: a RingDevice or a
+// FileDevice, as opts.IO says.
+func OpenFile(path string, opts FileOptions) (Device, error) {
+	fd, err := openFile(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.IO == IOSyscalls || (opts.IO == IOAuto && !opts.Direct) {
+		return fd, nil
+	}
+	rd, err := newRingDevice(fd, opts)
+	switch {
+	case err == nil:
+		return rd, nil
+	case opts.IO == IOUring:
+		fd.Close()
+		return nil, fmt.Errorf("open disk %q: %w: %w", path, ErrNoUring, err)
+	}
+	ringFallback.Do(func() {
+		log := opts.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("io_uring unavailable: data disks use blocking system calls (slower, more threads); "+
+			"allow io_uring (sysctl kernel.io_uring_disabled=0, no seccomp filter on it) for full speed",
+			"err", err)
+	})
+	return fd, nil
+}
+
+// ringFallback logs once per process that IOAuto fell back.
+var ringFallback sync.Once
+
+func openFile(path string, opts FileOptions) (*FileDevice, error) {
 	flags := os.O_RDWR
 	if opts.Direct {
 		direct, err := directFlag()
@@ -97,18 +158,36 @@ func aligned(p []byte, off int64) (offOK, memOK bool) {
 
 // ReadAt implements Device.
 func (d *FileDevice) ReadAt(p []byte, off int64) (int, error) {
-	if !d.direct {
-		return d.f.ReadAt(p, off)
+	return readAt(d.f, d.direct, p, off)
+}
+
+// WriteAt implements Device.
+func (d *FileDevice) WriteAt(p []byte, off int64) (int, error) {
+	return writeAt(d.f, d.direct, p, off)
+}
+
+// positional is the positional I/O under a device: whole transfers or
+// an error, as os.File's ReadAt and WriteAt.
+type positional interface {
+	io.ReaderAt
+	io.WriterAt
+}
+
+// readAt reads through f, copying through an aligned buffer when
+// direct and p or off is not aligned.
+func readAt(f positional, direct bool, p []byte, off int64) (int, error) {
+	if !direct {
+		return f.ReadAt(p, off)
 	}
 	offOK, memOK := aligned(p, off)
 	if offOK && memOK {
-		return d.f.ReadAt(p, off)
+		return f.ReadAt(p, off)
 	}
 	start := off / alignment * alignment
 	end := roundUp(off+int64(len(p)), alignment)
 	buf, put := bounce(int(end - start))
 	defer put()
-	n, err := d.f.ReadAt(buf, start)
+	n, err := f.ReadAt(buf, start)
 	got := max(0, min(len(p), n-int(off-start)))
 	copy(p, buf[off-start:])
 	if got < len(p) && err == nil {
@@ -120,14 +199,15 @@ func (d *FileDevice) ReadAt(p []byte, off int64) (int, error) {
 	return got, err
 }
 
-// WriteAt implements Device.
-func (d *FileDevice) WriteAt(p []byte, off int64) (int, error) {
-	if !d.direct {
-		return d.f.WriteAt(p, off)
+// writeAt writes through f, read-modify-writing partial sectors and
+// copying misaligned memory when direct.
+func writeAt(f positional, direct bool, p []byte, off int64) (int, error) {
+	if !direct {
+		return f.WriteAt(p, off)
 	}
 	offOK, memOK := aligned(p, off)
 	if offOK && memOK {
-		return d.f.WriteAt(p, off)
+		return f.WriteAt(p, off)
 	}
 	start := off / alignment * alignment
 	end := roundUp(off+int64(len(p)), alignment)
@@ -135,12 +215,12 @@ func (d *FileDevice) WriteAt(p []byte, off int64) (int, error) {
 	defer put()
 	if !offOK {
 		clear(buf) // past the end of the file reads nothing
-		if _, err := d.f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+		if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
 			return 0, fmt.Errorf("read-modify-write at %d: %w", start, err)
 		}
 	}
 	copy(buf[off-start:], p)
-	if _, err := d.f.WriteAt(buf, start); err != nil {
+	if _, err := f.WriteAt(buf, start); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -52,7 +52,9 @@ func (d *deviceOps) per(ops int) [4]float64 {
 // 256, and whole-chunk (1 MiB) overwrites synced every 8, over 32
 // prefilled chunks. The counts are deterministic for a seed; the bounds
 // below are what the format promises (see docs/scribe.md).
-func TestDeviceOpsPerWrite(t *testing.T) {
+func TestDeviceOpsPerWrite(t *testing.T) { onDevices(t, testDeviceOpsPerWrite) }
+
+func testDeviceOpsPerWrite(t *testing.T, dopts FileOptions) {
 	sd := seed(t)
 	const extents = 32
 	rows := []struct {
@@ -71,7 +73,7 @@ func TestDeviceOpsPerWrite(t *testing.T) {
 	var table strings.Builder
 	fmt.Fprintf(&table, "%-28s %8s %8s %8s %8s\n", "per op", "data", "journal", "records", "syncs")
 	for _, row := range rows {
-		_, dev := newDisk(t, 64<<20)
+		_, dev := newDisk(t, 64<<20, dopts)
 		fp := NewFailpointDevice(noSync{dev})
 		s := formatOpen(t, fp)
 		ctx := context.Background()

@@ -72,6 +72,12 @@
 // Sync is a group commit: concurrent callers share one open-block write
 // and one device sync that started after they called.
 //
+// Devices: OpenFile returns a RingDevice (reads and writes through an
+// io_uring of its own, package uring: waiting goroutines hold no thread)
+// for an O_DIRECT disk where the kernel allows io_uring, else a
+// FileDevice (blocking system calls); FileOptions.IO forces either. Both
+// share the O_DIRECT alignment copying and are safe for concurrent use.
+//
 // Caveats: the whole record table (2 KiB of checksums per MiB of data)
 // is kept in memory. After a power loss (not a process crash) a block
 // whose write was in flight may fail its checksum, because the page cache

@@ -29,3 +29,7 @@ var (
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("chunk store is closed")
 )
+
+// ErrNoUring: OpenFile was asked for io_uring (IOUring) and the kernel
+// refused to set one up.
+var ErrNoUring = errors.New("io_uring unavailable")

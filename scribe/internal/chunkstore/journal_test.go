@@ -92,8 +92,10 @@ func TestJournalOverwriteAndReplay(t *testing.T) {
 
 // TestJournalCheckpointsWrapTheRing overwrites far more blocks than the
 // ring holds: checkpoints must write the records before blocks are reused.
-func TestJournalCheckpointsWrapTheRing(t *testing.T) {
-	path, s := openStore(t, 32<<20)
+func TestJournalCheckpointsWrapTheRing(t *testing.T) { onDevices(t, testJournalCheckpointsWrapTheRing) }
+
+func testJournalCheckpointsWrapTheRing(t *testing.T, dopts FileOptions) {
+	path, s := openStore(t, 32<<20, dopts)
 	ctx := context.Background()
 	r := rand.New(rand.NewPCG(seed(t), 1))
 	want := make([][]byte, 3)
@@ -122,7 +124,7 @@ func TestJournalCheckpointsWrapTheRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	abandon(s) // a crash: the journal is replayed
-	s2 := reopen(t, path)
+	s2 := reopen(t, path, dopts)
 	defer s2.Close()
 	if err := s2.Check(ctx); err != nil {
 		t.Fatalf("check after reopen: %v", err)
@@ -141,8 +143,10 @@ func TestJournalCheckpointsWrapTheRing(t *testing.T) {
 // TestOlderFormatRefused: a disk of format version 2 (journal without
 // open slots or entry positions) is refused with ErrVersion, and the
 // message says which version this build reads.
-func TestOlderFormatRefused(t *testing.T) {
-	_, dev := newDisk(t, 32<<20)
+func TestOlderFormatRefused(t *testing.T) { onDevices(t, testOlderFormatRefused) }
+
+func testOlderFormatRefused(t *testing.T, dopts FileOptions) {
+	_, dev := newDisk(t, 32<<20, dopts)
 	sb, err := Format(dev, FormatOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -237,13 +241,15 @@ func crashAtWorkload(sd uint64, n int) []crashAtOp {
 // dies); a write to the journal is also torn (half of it reaches the
 // disk). After each stop the store reopens, Check passes, every completed
 // operation reads back, and the one in flight left old or new bytes.
-func TestCrashAtEveryDeviceWrite(t *testing.T) {
+func TestCrashAtEveryDeviceWrite(t *testing.T) { onDevices(t, testCrashAtEveryDeviceWrite) }
+
+func testCrashAtEveryDeviceWrite(t *testing.T, dopts FileOptions) {
 	sd := seed(t)
 	ops := crashAtWorkload(sd, 60)
 	ctx := context.Background()
 	var journalWrite []bool // by device write number, from the full run
 	run := func(t *testing.T, crashAt int, torn bool) (writes int) {
-		path, dev := newDisk(t, 4<<20) // 3 chunks, a 16-block journal: checkpoints every 8 blocks
+		path, dev := newDisk(t, 4<<20, dopts) // 3 chunks, a 16-block journal: checkpoints every 8 blocks
 		if _, err := Format(dev, FormatOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +321,7 @@ func TestCrashAtEveryDeviceWrite(t *testing.T) {
 			return writes
 		}
 		dev.Close() // the crashed store is abandoned
-		dev2, err := OpenFile(path, FileOptions{})
+		dev2, err := OpenFile(path, dopts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -455,7 +461,11 @@ func TestJournalBlockRoundTrip(t *testing.T) {
 // that lost it, the reopened journal must number its blocks past it, or
 // their entries would count as included in the record.
 func TestJournalSealedButUnwrittenBlock(t *testing.T) {
-	path, dev := newDisk(t, 32<<20)
+	onDevices(t, testJournalSealedButUnwrittenBlock)
+}
+
+func testJournalSealedButUnwrittenBlock(t *testing.T, dopts FileOptions) {
+	path, dev := newDisk(t, 32<<20, dopts)
 	s := formatOpen(t, dev)
 	ctx := context.Background()
 	k := ChunkKey{VSD: ID{4}, Extent: 0}
@@ -471,13 +481,13 @@ func TestJournalSealedButUnwrittenBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev.Close() // crash
-	s2 := reopen(t, path)
+	s2 := reopen(t, path, dopts)
 	want := bytes.Repeat([]byte{2}, BlockSize)
 	if err := s2.Write(ctx, k, 1, 3*BlockSize, want, true); err != nil {
 		t.Fatal(err)
 	}
 	s2.dev.Close() // crash again: the overwrite lives in the journal only
-	s3 := reopen(t, path)
+	s3 := reopen(t, path, dopts)
 	defer s3.Close()
 	if err := s3.Check(ctx); err != nil {
 		t.Fatalf("check: %v", err)
@@ -496,8 +506,10 @@ func TestJournalSealedButUnwrittenBlock(t *testing.T) {
 // open block goes to the same slot (the other still holds the last good
 // copy), successful ones alternate, and a reopen without Close (a crash)
 // reads every acknowledged write.
-func TestOpenSlotWriteFails(t *testing.T) {
-	path, dev := newDisk(t, 32<<20)
+func TestOpenSlotWriteFails(t *testing.T) { onDevices(t, testOpenSlotWriteFails) }
+
+func testOpenSlotWriteFails(t *testing.T, dopts FileOptions) {
+	path, dev := newDisk(t, 32<<20, dopts)
 	fp := NewFailpointDevice(dev)
 	s := formatOpen(t, fp)
 	sb := s.Superblock()
@@ -562,7 +574,7 @@ func TestOpenSlotWriteFails(t *testing.T) {
 		t.Fatalf("open-slot writes %+v: none failed before another write", writes)
 	}
 	abandon(s)
-	s2 := reopen(t, path)
+	s2 := reopen(t, path, dopts)
 	defer s2.Close()
 	if err := s2.Check(ctx); err != nil {
 		t.Fatal(err)
@@ -580,8 +592,10 @@ func TestOpenSlotWriteFails(t *testing.T) {
 // wrote again, so their next overwrite is one device write (no mark to
 // wait for); Close leaves no chunk marked, so a clean Open reads no
 // chunk data.
-func TestCheckpointKeepsChunksMarked(t *testing.T) {
-	path, dev := newDisk(t, 32<<20)
+func TestCheckpointKeepsChunksMarked(t *testing.T) { onDevices(t, testCheckpointKeepsChunksMarked) }
+
+func testCheckpointKeepsChunksMarked(t *testing.T, dopts FileOptions) {
+	path, dev := newDisk(t, 32<<20, dopts)
 	fp := NewFailpointDevice(dev)
 	s := formatOpen(t, fp)
 	sb := s.Superblock()
@@ -611,7 +625,7 @@ func TestCheckpointKeepsChunksMarked(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	dev2, err := OpenFile(path, FileOptions{})
+	dev2, err := OpenFile(path, dopts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestStampPersistsAndOnlyGrows(t *testing.T) {
-	path, s := openStore(t, 32<<20)
+func TestStampPersistsAndOnlyGrows(t *testing.T) { onDevices(t, testStampPersistsAndOnlyGrows) }
+
+func testStampPersistsAndOnlyGrows(t *testing.T, dopts FileOptions) {
+	path, s := openStore(t, 32<<20, dopts)
 	ctx := context.Background()
 	k := ChunkKey{VSD: ID{1}, Extent: 3}
 	a, b := ID{0xa}, ID{0xb}
@@ -55,7 +57,7 @@ func TestStampPersistsAndOnlyGrows(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s2 := reopen(t, path)
+	s2 := reopen(t, path, dopts)
 	defer s2.Close()
 	info, _ := s2.Info(k)
 	if diff := cmp.Diff(Stamp{Gen: 7, Members: [3]ID{b}}, info.Stamp); diff != "" {
@@ -66,8 +68,10 @@ func TestStampPersistsAndOnlyGrows(t *testing.T) {
 	}
 }
 
-func TestFence(t *testing.T) {
-	_, s := openStore(t, 32<<20)
+func TestFence(t *testing.T) { onDevices(t, testFence) }
+
+func testFence(t *testing.T, dopts FileOptions) {
+	_, s := openStore(t, 32<<20, dopts)
 	ctx := context.Background()
 	vsd := ID{2}
 	k0, k1 := ChunkKey{VSD: vsd, Extent: 0}, ChunkKey{VSD: vsd, Extent: 1}

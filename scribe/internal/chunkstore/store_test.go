@@ -16,7 +16,7 @@ import (
 )
 
 // newDisk returns a sparse zero file of size bytes opened as a Device.
-func newDisk(t *testing.T, size int64, opts ...FileOptions) (string, *FileDevice) {
+func newDisk(t *testing.T, size int64, opts ...FileOptions) (string, Device) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
@@ -26,6 +26,9 @@ func newDisk(t *testing.T, size int64, opts ...FileOptions) (string, *FileDevice
 		t.Fatal(err)
 	}
 	dev, err := OpenFile(path, append(opts, FileOptions{})[0])
+	if errors.Is(err, ErrNoUring) {
+		t.Skipf("io_uring is unavailable here, so RingDevice cannot be tested (OpenFile falls back to FileDevice): %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +39,25 @@ func newDisk(t *testing.T, size int64, opts ...FileOptions) (string, *FileDevice
 var modes = []struct {
 	name string
 	opts FileOptions
-}{{"buffered", FileOptions{}}, {"direct", FileOptions{Direct: true}}}
+}{
+	{"buffered", FileOptions{IO: IOSyscalls}},
+	{"direct", FileOptions{Direct: true, IO: IOSyscalls}},
+	{"direct io_uring", FileOptions{Direct: true, IO: IOUring}},
+}
+
+// devices are the Device implementations the suite runs on: FileDevice
+// and RingDevice, both buffered (the direct ones run in modes).
+var devices = []struct {
+	name string
+	opts FileOptions
+}{{"file", FileOptions{IO: IOSyscalls}}, {"uring", FileOptions{IO: IOUring}}}
+
+// onDevices runs test as a subtest on each of devices.
+func onDevices(t *testing.T, test func(t *testing.T, dopts FileOptions)) {
+	for _, d := range devices {
+		t.Run(d.name, func(t *testing.T) { test(t, d.opts) })
+	}
+}
 
 // openStore formats and opens a store, checked and closed in cleanup.
 func openStore(t *testing.T, size int64, opts ...FileOptions) (string, *Store) {
@@ -77,24 +98,26 @@ func reopen(t *testing.T, path string, opts ...FileOptions) *Store {
 	return s
 }
 
-func TestFormatRefusesData(t *testing.T) {
+func TestFormatRefusesData(t *testing.T) { onDevices(t, testFormatRefusesData) }
+
+func testFormatRefusesData(t *testing.T, dopts FileOptions) {
 	tests := []struct {
 		name   string
-		prep   func(t *testing.T, dev *FileDevice)
+		prep   func(t *testing.T, dev Device)
 		size   int64
 		force  bool
 		wantIs error
 	}{
-		{"blank disk", func(*testing.T, *FileDevice) {}, 64 << 20, false, nil},
-		{"foreign data", func(t *testing.T, d *FileDevice) { d.WriteAt([]byte("ext4 superblock"), 1024) }, 64 << 20, false, ErrForeignData},
-		{"foreign data with force", func(t *testing.T, d *FileDevice) { d.WriteAt([]byte("ext4"), 1024) }, 64 << 20, true, nil},
-		{"already formatted", func(t *testing.T, d *FileDevice) { Format(d, FormatOptions{}) }, 64 << 20, false, ErrFormatted},
-		{"already formatted with force", func(t *testing.T, d *FileDevice) { Format(d, FormatOptions{}) }, 64 << 20, true, nil},
-		{"too small", func(*testing.T, *FileDevice) {}, 1 << 20, false, ErrTooSmall},
+		{"blank disk", func(*testing.T, Device) {}, 64 << 20, false, nil},
+		{"foreign data", func(t *testing.T, d Device) { d.WriteAt([]byte("ext4 superblock"), 1024) }, 64 << 20, false, ErrForeignData},
+		{"foreign data with force", func(t *testing.T, d Device) { d.WriteAt([]byte("ext4"), 1024) }, 64 << 20, true, nil},
+		{"already formatted", func(t *testing.T, d Device) { Format(d, FormatOptions{}) }, 64 << 20, false, ErrFormatted},
+		{"already formatted with force", func(t *testing.T, d Device) { Format(d, FormatOptions{}) }, 64 << 20, true, nil},
+		{"too small", func(*testing.T, Device) {}, 1 << 20, false, ErrTooSmall},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, dev := newDisk(t, tt.size)
+			_, dev := newDisk(t, tt.size, dopts)
 			defer dev.Close()
 			tt.prep(t, dev)
 			before := make([]byte, 8192)
@@ -124,15 +147,17 @@ func TestFormatRefusesData(t *testing.T) {
 	}
 }
 
-func TestSuperblockBackup(t *testing.T) {
-	path, dev := newDisk(t, 32<<20)
+func TestSuperblockBackup(t *testing.T) { onDevices(t, testSuperblockBackup) }
+
+func testSuperblockBackup(t *testing.T, dopts FileOptions) {
+	path, dev := newDisk(t, 32<<20, dopts)
 	sb, err := Format(dev, FormatOptions{NodeID: ID{1}, ClusterID: ID{2}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dev.WriteAt([]byte("rot"), 100)
 	dev.Close()
-	s := reopen(t, path)
+	s := reopen(t, path, dopts)
 	defer s.Close()
 	if diff := cmp.Diff(sb, s.Superblock()); diff != "" {
 		t.Errorf("superblock from backup (-want +got):\n%s", diff)
@@ -203,8 +228,10 @@ func testWriteReadPersist(t *testing.T, opts FileOptions) {
 	}
 }
 
-func TestZeroFreesSpace(t *testing.T) {
-	_, s := openStore(t, 32<<20)
+func TestZeroFreesSpace(t *testing.T) { onDevices(t, testZeroFreesSpace) }
+
+func testZeroFreesSpace(t *testing.T, dopts FileOptions) {
+	_, s := openStore(t, 32<<20, dopts)
 	ctx := context.Background()
 	k := ChunkKey{VSD: ID{1}, Extent: 0}
 	s.Write(ctx, k, 1, 0, bytes.Repeat([]byte{7}, 3*BlockSize), false)
@@ -226,8 +253,10 @@ func TestZeroFreesSpace(t *testing.T) {
 	}
 }
 
-func TestStaleEpochRefused(t *testing.T) {
-	_, s := openStore(t, 32<<20)
+func TestStaleEpochRefused(t *testing.T) { onDevices(t, testStaleEpochRefused) }
+
+func testStaleEpochRefused(t *testing.T, dopts FileOptions) {
+	_, s := openStore(t, 32<<20, dopts)
 	ctx := context.Background()
 	k := ChunkKey{VSD: ID{1}, Extent: 0}
 	if err := s.Write(ctx, k, 5, 0, []byte("new owner"), false); err != nil {
@@ -249,8 +278,10 @@ func TestStaleEpochRefused(t *testing.T) {
 	}
 }
 
-func TestBitRotDetected(t *testing.T) {
-	path, s := openStore(t, 32<<20)
+func TestBitRotDetected(t *testing.T) { onDevices(t, testBitRotDetected) }
+
+func testBitRotDetected(t *testing.T, dopts FileOptions) {
+	path, s := openStore(t, 32<<20, dopts)
 	ctx := context.Background()
 	k := ChunkKey{VSD: ID{1}, Extent: 0}
 	s.Write(ctx, k, 1, 0, bytes.Repeat([]byte{7}, 2*BlockSize), true)
@@ -277,8 +308,10 @@ func TestBitRotDetected(t *testing.T) {
 	}
 }
 
-func TestFailpointEIO(t *testing.T) {
-	_, dev := newDisk(t, 32<<20)
+func TestFailpointEIO(t *testing.T) { onDevices(t, testFailpointEIO) }
+
+func testFailpointEIO(t *testing.T, dopts FileOptions) {
+	_, dev := newDisk(t, 32<<20, dopts)
 	fp := NewFailpointDevice(dev)
 	if _, err := Format(fp, FormatOptions{}); err != nil {
 		t.Fatal(err)
@@ -411,8 +444,10 @@ func testConcurrentRandomOps(t *testing.T, sd uint64, opts FileOptions) {
 	wg.Wait()
 }
 
-func TestSyncGroupsAndReportsErrors(t *testing.T) {
-	_, dev := newDisk(t, 32<<20)
+func TestSyncGroupsAndReportsErrors(t *testing.T) { onDevices(t, testSyncGroupsAndReportsErrors) }
+
+func testSyncGroupsAndReportsErrors(t *testing.T, dopts FileOptions) {
+	_, dev := newDisk(t, 32<<20, dopts)
 	fp := NewFailpointDevice(dev)
 	if _, err := Format(fp, FormatOptions{}); err != nil {
 		t.Fatal(err)
@@ -469,10 +504,12 @@ func TestSyncGroupsAndReportsErrors(t *testing.T) {
 	}
 }
 
-func TestChunkSizes(t *testing.T) {
+func TestChunkSizes(t *testing.T) { onDevices(t, testChunkSizes) }
+
+func testChunkSizes(t *testing.T, dopts FileOptions) {
 	for _, cs := range []uint32{32 << 10, 1 << 20, MaxChunkSize} {
 		t.Run(strconv.Itoa(int(cs)), func(t *testing.T) {
-			path, dev := newDisk(t, 64<<20)
+			path, dev := newDisk(t, 64<<20, dopts)
 			if _, err := Format(dev, FormatOptions{ChunkSize: cs}); err != nil {
 				t.Fatal(err)
 			}
@@ -487,7 +524,7 @@ func TestChunkSizes(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.Close()
-			s = reopen(t, path)
+			s = reopen(t, path, dopts)
 			defer s.Close()
 			got := make([]byte, len(p))
 			if err := s.Read(ctx, k, 50, got); err != nil || !bytes.Equal(got, p) {
@@ -498,7 +535,7 @@ func TestChunkSizes(t *testing.T) {
 			}
 		})
 	}
-	_, dev := newDisk(t, 64<<20)
+	_, dev := newDisk(t, 64<<20, dopts)
 	if _, err := Format(dev, FormatOptions{ChunkSize: 16 << 20}); err == nil {
 		t.Error("format accepted a 16 MiB chunk size")
 	}

@@ -33,6 +33,10 @@ type Config struct {
 	// Buffered opens disks without O_DIRECT. Zero value: O_DIRECT where
 	// the file system supports it, buffered elsewhere.
 	Buffered bool
+	// NoUring does the disks' I/O with blocking system calls. Zero value:
+	// O_DIRECT disks use io_uring where the kernel allows it
+	// (chunkstore.IOAuto).
+	NoUring bool
 	// SysRoot is prefixed to /sys and /proc paths (tests). Zero value: "".
 	SysRoot string
 	// Log receives one line per disk. Zero value: slog.Default().
@@ -151,7 +155,11 @@ func Open(ctx context.Context, cfg Config) ([]*Disk, []Problem, error) {
 
 func openOne(cfg Config, path string) (*Disk, error) {
 	direct := !cfg.Buffered
-	dev, err := chunkstore.OpenFile(path, chunkstore.FileOptions{Direct: direct})
+	mode := chunkstore.IOAuto
+	if cfg.NoUring {
+		mode = chunkstore.IOSyscalls
+	}
+	dev, err := chunkstore.OpenFile(path, chunkstore.FileOptions{Direct: direct, IO: mode, Log: cfg.Log})
 	if err != nil && direct {
 		direct = false
 		dev, err = chunkstore.OpenFile(path, chunkstore.FileOptions{})

@@ -17,9 +17,10 @@ import (
 
 // BenchmarkFioVersusQemuNBD runs the fio suite (package fiobench) against
 // this package's NBD path (one replica on a file-backed chunk store opened
-// with O_DIRECT, and again opened buffered) and against
+// with O_DIRECT through io_uring, again with blocking system calls, and
+// opened buffered) and against
 // `qemu-nbd --cache=none -f raw` serving a raw file in the same directory,
-// and prints all three with the ratios to qemu-nbd and the server CPU per
+// and prints all four with the ratios to qemu-nbd and the server CPU per
 // I/O. Run:
 //
 //	go test -run=^$ -bench=FioVersusQemuNBD -benchtime=1x ./scribe/internal/localvsd/
@@ -46,13 +47,13 @@ func BenchmarkFioVersusQemuNBD(b *testing.B) {
 	const size = 1 << 30
 	ctx := context.Background()
 	var targets []fiobench.Target
-	for i, opts := range []chunkstore.FileOptions{{Direct: true}, {}} {
+	for i, opts := range []chunkstore.FileOptions{{Direct: true}, {Direct: true, IO: chunkstore.IOSyscalls}, {}} {
 		store := newStore(b, dir, 2*size, opts)
 		v, err := New(Config{Store: store, VSD: chunkstore.ID{0xbe}, Size: size, Epoch: 1})
 		if err != nil {
 			b.Fatal(err)
 		}
-		name := []string{"scribe", "scribe buffered"}[i]
+		name := []string{"scribe", "scribe syscalls", "scribe buffered"}[i]
 		uri, stop, err := fiobench.ServeNBD(ctx, dir, fmt.Sprintf("bench%d", i), v, slog.New(slog.DiscardHandler))
 		if err != nil {
 			b.Fatal(err)

@@ -1,0 +1,79 @@
+package chunkstore
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/shoal-hci/shoal/scribe/internal/uring"
+)
+
+// RingDevice is a Device on an os.File whose reads, writes and syncs go
+// through its own io_uring (package uring): a goroutine waiting for its
+// I/O holds no OS thread, and concurrent I/Os share a system call. The
+// alignment rules and their copying are FileDevice's.
+type RingDevice struct {
+	file *FileDevice
+	raw  *ringFile
+}
+
+// ringFile is positional I/O through a ring on one file.
+type ringFile struct {
+	ring *uring.Ring
+	f    *os.File
+	fd   int
+}
+
+func (r *ringFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.ring.ReadAt(r.fd, p, off)
+	if err != nil && err != io.EOF { // io.EOF bare, as os.File's
+		err = fmt.Errorf("read %s at %d: %w", r.f.Name(), off+int64(n), err)
+	}
+	return n, err
+}
+
+func (r *ringFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := r.ring.WriteAt(r.fd, p, off)
+	if err != nil && err != io.EOF { // io.EOF bare, as os.File's
+		err = fmt.Errorf("write %s at %d: %w", r.f.Name(), off+int64(n), err)
+	}
+	return n, err
+}
+
+func newRingDevice(fd *FileDevice, opts FileOptions) (*RingDevice, error) {
+	if opts.ringErr != nil {
+		return nil, opts.ringErr
+	}
+	ring, err := uring.New(uring.Config{Entries: opts.RingEntries})
+	if err != nil {
+		return nil, err
+	}
+	// A regular file or block device is not pollable, so Fd leaves its
+	// mode alone; the descriptor lives as long as fd.f.
+	return &RingDevice{file: fd, raw: &ringFile{ring: ring, f: fd.f, fd: int(fd.f.Fd())}}, nil
+}
+
+// ReadAt implements Device.
+func (d *RingDevice) ReadAt(p []byte, off int64) (int, error) {
+	return readAt(d.raw, d.file.direct, p, off)
+}
+
+// WriteAt implements Device.
+func (d *RingDevice) WriteAt(p []byte, off int64) (int, error) {
+	return writeAt(d.raw, d.file.direct, p, off)
+}
+
+// Sync implements Device with fdatasync(2), as FileDevice: through the
+// ring it ran in an io_uring worker thread and cost more CPU (see
+// docs/scribe.md, Figures).
+func (d *RingDevice) Sync() error { return d.file.Sync() }
+
+// Size implements Device: the end of the file or device.
+func (d *RingDevice) Size() (int64, error) { return d.file.Size() }
+
+// Close implements Device: it waits for the I/Os in flight, then closes
+// the ring and the file.
+func (d *RingDevice) Close() error {
+	d.raw.ring.Close()
+	return d.file.Close()
+}

@@ -1,0 +1,111 @@
+package uring
+
+import (
+	"math/rand/v2"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkDirectIO compares 4 KiB random O_DIRECT reads and writes
+// through a Ring with blocking pread/pwrite, one goroutine (QD1) and 32
+// (QD32), and reports IOPS and the CPU per I/O of the whole process
+// (getrusage: user + system, including the kernel's work for the I/O).
+// Run (SHOAL_BENCH_DIR: a directory on a disk; default a temp dir):
+//
+//	SHOAL_BENCH_DIR=/var/tmp go test -run='^$' -bench=DirectIO -benchtime=20000x ./scribe/internal/uring/
+func BenchmarkDirectIO(b *testing.B) {
+	const span = 64 << 20
+	dir := b.TempDir()
+	if d := os.Getenv("SHOAL_BENCH_DIR"); d != "" {
+		var err error
+		if dir, err = os.MkdirTemp(d, "uringbench"); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	path := dir + "/file"
+	if err := os.WriteFile(path, make([]byte, span), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	// Written through the page cache: flush and drop it, or every
+	// O_DIRECT I/O issued without blocking would find cached pages and
+	// go to an io_uring worker thread.
+	if err := dropCache(path); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
+	if err != nil {
+		b.Skipf("O_DIRECT in %s: %v", dir, err)
+	}
+	defer f.Close()
+	r, err := New(Config{})
+	if err != nil {
+		b.Skipf("io_uring unavailable here: %v", err)
+	}
+	defer r.Close()
+	fd := int(f.Fd())
+	ways := []struct {
+		name      string
+		read, wrt func(p []byte, off int64) (int, error)
+	}{
+		{"ring", func(p []byte, off int64) (int, error) { return r.ReadAt(fd, p, off) },
+			func(p []byte, off int64) (int, error) { return r.WriteAt(fd, p, off) }},
+		{"syscalls", f.ReadAt, f.WriteAt},
+	}
+	for _, qd := range []int{1, 32} {
+		for _, write := range []bool{false, true} {
+			for _, w := range ways {
+				name := map[bool]string{false: "randread", true: "randwrite"}[write]
+				b.Run(name+"/QD"+map[int]string{1: "1", 32: "32"}[qd]+"/"+w.name, func(b *testing.B) {
+					op := w.read
+					if write {
+						op = w.wrt
+					}
+					cpu0 := cpuTime()
+					start := time.Now()
+					var wg sync.WaitGroup
+					for g := range qd {
+						wg.Go(func() {
+							rnd := rand.New(rand.NewPCG(uint64(g), 1))
+							p := alignedBuf(4096)
+							for i := g; i < b.N; i += qd {
+								if _, err := op(p, rnd.Int64N(span/4096)*4096); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						})
+					}
+					wg.Wait()
+					elapsed := time.Since(start)
+					b.ReportMetric(float64(b.N)/elapsed.Seconds(), "IOPS")
+					b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+				})
+			}
+		}
+	}
+}
+
+// cpuTime is the CPU time (user and system) of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func dropCache(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}

@@ -1,0 +1,39 @@
+package uring
+
+import "fmt"
+
+// Config configures New.
+type Config struct {
+	// Entries is the submission queue size, rounded up to a power of
+	// two, and the most requests in flight at once. Zero value: 128.
+	Entries uint32
+
+	// maxIO, if positive, caps the bytes of one submission, so tests
+	// see transfers resumed after a short one.
+	maxIO int
+}
+
+// DefaultConfig is Config with its defaults filled in.
+func DefaultConfig() Config { return Config{Entries: 128} }
+
+// Validate reports a configuration New cannot use.
+func (c Config) Validate() error {
+	if c.Entries > 4096 {
+		return fmt.Errorf("io_uring config: %d entries, more than 4096", c.Entries)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Entries == 0 {
+		c.Entries = DefaultConfig().Entries
+	}
+	if c.maxIO <= 0 || c.maxIO > maxTransfer {
+		c.maxIO = maxTransfer
+	}
+	return c
+}
+
+// maxTransfer is the most bytes one submission asks for (its length is
+// 32 bits; Linux caps one read or write a little under 2 GiB anyway).
+const maxTransfer = 1 << 30
