@@ -26,18 +26,21 @@ type ringFile struct {
 
 func (r *ringFile) ReadAt(p []byte, off int64) (int, error) {
 	n, err := r.ring.ReadAt(r.fd, p, off)
-	if err != nil && err != io.EOF { // io.EOF bare, as os.File's
-		err = fmt.Errorf("read %s at %d: %w", r.f.Name(), off+int64(n), err)
-	}
-	return n, err
+	return n, r.annotate("read", off+int64(n), err)
 }
 
 func (r *ringFile) WriteAt(p []byte, off int64) (int, error) {
 	n, err := r.ring.WriteAt(r.fd, p, off)
-	if err != nil && err != io.EOF { // io.EOF bare, as os.File's
-		err = fmt.Errorf("write %s at %d: %w", r.f.Name(), off+int64(n), err)
+	return n, r.annotate("write", off+int64(n), err)
+}
+
+// annotate names the file and offset in err, leaving io.EOF bare (as
+// os.File's ReadAt does).
+func (r *ringFile) annotate(op string, at int64, err error) error {
+	if err == nil || err == io.EOF {
+		return err
 	}
-	return n, err
+	return fmt.Errorf("%s %s at %d: %w", op, r.f.Name(), at, err)
 }
 
 func newRingDevice(fd *FileDevice, opts FileOptions) (*RingDevice, error) {

@@ -43,7 +43,10 @@ type extent struct {
 // rangeWrite is a data change in flight on [off, end) of an extent.
 type rangeWrite struct {
 	off, end int64
-	done     chan struct{} // closed when it has finished on every replica
+	// done is made by the first change that waits for this one (under
+	// the extent's omu; most never overlap, so most never make one) and
+	// closed when this one has finished on every replica.
+	done chan struct{}
 }
 
 // order waits until no data change in flight overlaps [off, off+n) and
@@ -58,12 +61,15 @@ func (e *extent) order(off, n int64) *rangeWrite {
 		var busy chan struct{}
 		for _, w := range e.writing {
 			if w.off < off+n && off < w.end {
+				if w.done == nil {
+					w.done = make(chan struct{})
+				}
 				busy = w.done
 				break
 			}
 		}
 		if busy == nil {
-			w := &rangeWrite{off: off, end: off + n, done: make(chan struct{})}
+			w := &rangeWrite{off: off, end: off + n}
 			e.writing = append(e.writing, w)
 			e.omu.Unlock()
 			return w
@@ -85,8 +91,11 @@ func (e *extent) finish(w *rangeWrite) {
 			break
 		}
 	}
+	done := w.done
 	e.omu.Unlock()
-	close(w.done)
+	if done != nil {
+		close(done)
+	}
 }
 
 func (e *extent) stamp() chunkstore.Stamp {
