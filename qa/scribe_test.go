@@ -153,12 +153,18 @@ func TestFastScribeReplicaKilledAndStaleOwner(t *testing.T) {
 	}
 	verify("node1")
 
-	// Kill node2 (every daemon): it holds replicas of about two thirds
-	// of the extents. Writes go on, degraded.
+	// Kill node2 (every daemon). Every extent has a replica on node1
+	// (the owner) and one on node2 or node3, so node2 holds about half.
+	// Writes go on, degraded: they rewrite all 32 extents written so far
+	// (some are node2's, but for one VSD ID in 2^32) and add new ones.
 	c.Kill("node2")
-	patterns[0] = 0xb0
+	cmds = nil
+	for i := range 8 {
+		patterns[i] = byte(0xb0 + i)
+		cmds = append(cmds, writeRegion(i, patterns[i]))
+	}
 	patterns[8], patterns[9] = 0xa8, 0xa9
-	qemuIO(t, c, "node1", writeRegion(0, 0xb0), writeRegion(8, 0xa8), writeRegion(9, 0xa9), "flush")
+	qemuIO(t, c, "node1", append(cmds, writeRegion(8, 0xa8), writeRegion(9, 0xa9), "flush")...)
 	verify("node1")
 	stateWait(t, "vsd info shows degraded extents", time.Minute, func() (bool, string) {
 		v, err := vsdInfo(c, "node1", "v1")
@@ -214,8 +220,8 @@ func TestFastScribeReplicaKilledAndStaleOwner(t *testing.T) {
 	t.Logf("stale owner refused: %s", strings.TrimSpace(out))
 	verify("node3")
 
-	// Failover: v2's owner, node1, holds replicas of about two thirds of
-	// its extents and dies; node2 opens v2 at once (a VM restarted there)
+	// Failover: v2's owner, node1, holds a replica of every extent (data
+	// locality) and dies; node2 opens v2 at once (a VM restarted there)
 	// and reads the whole pattern: the surviving copies are current, as
 	// no drop beyond them was registered on a majority.
 	if out, err := c.Shoal("node1", "vsd", "create", "v2", "--size", "1G"); err != nil {

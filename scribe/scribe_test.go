@@ -196,7 +196,11 @@ func TestDaemon(t *testing.T) {
 func ownerDownFailover(t *testing.T, nodes []*node) {
 	createVSD(t, nodes[0].peer.Client, "f", 16<<20, 2)
 	c0 := dial(t, nodes[0], "f")
-	const blocks = 128 // of 64 KiB: 8 MiB over 8 extents
+	// Of 64 KiB: 16 MiB over 16 extents. Every extent has a replica on
+	// node 0 (the owner) and one on node 1 or node 2; the writes after
+	// node 1 stops must reach some extent of node 1's to degrade it,
+	// so they cover all 16 (all on node 2: one VSD ID in 65536).
+	const blocks = 256
 	ck, err := patterncheck.New(patterncheck.Config{BlockSize: 64 << 10, Blocks: blocks, Seed: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +298,11 @@ func replicaDownAndStaleOwner(t *testing.T, nodes []*node) {
 	if c0.Size() != 64<<20 {
 		t.Fatalf("export size %d, want %d", c0.Size(), 64<<20)
 	}
-	const blocks = 128 // of 64 KiB: 8 MiB over 8 extents
+	// Of 64 KiB: 16 MiB over 16 extents. Every extent has a replica on
+	// node 0 (the owner) and one on node 1 or node 2; the writes after
+	// node 1 stops must reach some extent of node 1's to degrade it,
+	// so they cover all 16 (all on node 2: one VSD ID in 65536).
+	const blocks = 256
 	ck, err := patterncheck.New(patterncheck.Config{BlockSize: 64 << 10, Blocks: blocks, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +314,7 @@ func replicaDownAndStaleOwner(t *testing.T, nodes []*node) {
 
 	// Node 1's scribe dies: writes go on degraded, everything reads back.
 	nodes[1].stop(t)
-	writeSome(t, ck, c0, 0, blocks/2)
+	writeSome(t, ck, c0, 0, blocks)
 	if err := ck.Verify(c0); err != nil {
 		t.Fatalf("after node 1's scribe stopped: %v", err)
 	}
