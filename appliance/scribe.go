@@ -29,6 +29,7 @@ func Scribe(ctx context.Context, env *verb.Env, args []string) error {
 	force := fs.String("force-format", "", "comma-separated disks to format even if they hold other data (THEIR DATA IS LOST)")
 	fs.BoolVar(&cfg.Buffered, "buffered", false, "open disks without O_DIRECT (tests, tmpfs)")
 	fs.BoolVar(&cfg.NoUring, "no-io-uring", false, "do disk I/O with blocking system calls instead of io_uring")
+	fs.BoolVar(&cfg.WriteThrough, "write-through", false, "acknowledge a write only once every replica has it (default: writes without FUA are acknowledged at once and reach the replicas in the background; FLUSH waits for them)")
 	if err := env.Parse(fs, args); err != nil {
 		return err
 	}

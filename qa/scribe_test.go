@@ -213,9 +213,17 @@ func TestFastScribeReplicaKilledAndStaleOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("after node3 opened v1: %+v", v)
+	// Writes are write-back: node1 cannot know it is stale before a
+	// replica refuses the write, so its first write is acknowledged, the
+	// flush fails (qemu-io exits 1) and every write after that gets EPERM
+	// at once. The data never lands (verify below).
+	out, err = qemuIOErr(c, "node1", "write -P 0xee 0 64k", "flush")
+	if err == nil {
+		t.Fatalf("stale owner node1 wrote and flushed:\n%s", out)
+	}
 	out, err = qemuIOErr(c, "node1", "write -P 0xee 0 64k")
 	if err == nil || !strings.Contains(out, "Operation not permitted") {
-		t.Fatalf("stale owner node1 wrote (or failed another way): %v\n%s", err, out)
+		t.Fatalf("stale owner node1 wrote after its flush failed (or failed another way): %v\n%s", err, out)
 	}
 	t.Logf("stale owner refused: %s", strings.TrimSpace(out))
 	verify("node3")

@@ -54,6 +54,11 @@ type Config struct {
 	// NoUring does the disks' I/O with blocking system calls. Zero value:
 	// O_DIRECT disks go through io_uring where the kernel allows it.
 	NoUring bool
+	// WriteThrough acknowledges a write only once every replica has it.
+	// Zero value: a write without FUA is acknowledged once ordered and
+	// reaches the replicas in the background, as a disk's volatile write
+	// cache (replvol.Config.WriteBack); FLUSH and FUA are unchanged.
+	WriteThrough bool
 	// Interval paces the control loop: waiting for membership, refreshing
 	// this node's record and the view of other nodes, publishing the
 	// status of open VSDs. Zero value: 2 s.

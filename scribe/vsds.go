@@ -133,6 +133,7 @@ func (s *Scribe) openVSD(ctx context.Context, st *storage, name string) (*openVS
 	cfg.VSD, cfg.Size, cfg.Replicas, cfg.Epoch = vsd.ID, vsd.Size, vsd.Replicas, cl.Epoch
 	cfg.Pool, cfg.LocalNode = st.pool, st.nodeID
 	cfg.Log = s.cfg.Log.With("vsd", name, "epoch", cl.Epoch)
+	cfg.WriteBack = !s.cfg.WriteThrough
 	if s.cfg.ReplicaTimeout > 0 {
 		cfg.Timeout = s.cfg.ReplicaTimeout
 	}

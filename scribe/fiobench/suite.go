@@ -115,7 +115,7 @@ func ServeReplicated(ctx context.Context, cfg Config) (t Target, stop func(), er
 	}
 	v, err := replvol.Open(ctx, replvol.Config{
 		VSD: chunkstore.ID{0xbe, 0x4c}, Size: cfg.Size, Replicas: cfg.Replicas, Epoch: 1,
-		Pool: c.Pool("node1"), LocalNode: "node1", Log: cfg.Log,
+		Pool: c.Pool("node1"), LocalNode: "node1", WriteBack: true, Log: cfg.Log,
 	})
 	if err != nil {
 		c.Close()

@@ -15,9 +15,10 @@ import (
 // generation and written-block bitmap, and its data is byte for byte the
 // same. Extents marked unavailable and replicas on nodes that cannot be
 // reached now are skipped (the Volume drops those on its next request).
-// Run it while no request is in flight; it returns every problem found,
-// joined.
+// Run it while no request is in flight (it waits for write-back writes
+// still on their way); it returns every problem found, joined.
 func (v *Volume) Check(ctx context.Context) error {
+	v.wb.drain() // replicas differ while write-back writes are in flight
 	var problems []error
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Errorf(format, args...)) }
 	v.mu.Lock()

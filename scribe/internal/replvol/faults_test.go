@@ -131,8 +131,16 @@ func TestNodeCutOff(t *testing.T) {
 // node in the middle, keeps writing, and verifies every acknowledged
 // write: at once, after the node returns stale, and through a new owner.
 func TestNBDPatternNodeKilledMidWrite(t *testing.T) {
+	for _, wb := range []bool{false, true} {
+		t.Run(map[bool]string{false: "WriteThrough", true: "WriteBack"}[wb], func(t *testing.T) {
+			nbdPatternNodeKilledMidWrite(t, wb)
+		})
+	}
+}
+
+func nbdPatternNodeKilledMidWrite(t *testing.T, writeBack bool) {
 	c := newCluster(t, 3)
-	v := open(t, c.Pool("node1"), 1, "node1")
+	v := openWith(t, replvol.Config{Pool: c.Pool("node1"), Epoch: 1, LocalNode: "node1", WriteBack: writeBack})
 	sock := serve(t, v)
 	const workers, blocksEach, writes = 4, 1024, 600
 	sd := seed(t)

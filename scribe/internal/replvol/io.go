@@ -199,6 +199,11 @@ func (v *Volume) modify(ctx context.Context, e uint64, off, n int64, create bool
 	}
 	w := ex.order(off, n)
 	defer ex.finish(w)
+	return v.apply(ctx, e, ex, create, op, start)
+}
+
+// apply is modify's work once the change is ordered on extent ex.
+func (v *Volume) apply(ctx context.Context, e uint64, ex *extent, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error, start func(context.Context, *chunksvc.Client, loc, chunkstore.Stamp) chunksvc.Pending) error {
 	for {
 		ex.mu.RLock()
 		if ex.unavailable {
@@ -486,25 +491,44 @@ func (ex *extent) setBits(off, n int64, to bool) {
 	}
 }
 
-// WriteAt implements nbd.Backend.
+// WriteAt implements nbd.Backend. With Config.WriteBack a write without
+// fua returns once ordered (see writeBehind).
 func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	if v.cfg.ReadOnly {
+		return fmt.Errorf("write: %w: the VSD is read-only", nbd.ErrReadOnly)
+	}
 	ps, err := v.pieces(off, int64(len(p)))
 	if err != nil {
 		return err
 	}
-	for _, pc := range ps {
-		data := p[pc.ReqStart : pc.ReqStart+pc.N]
-		err := v.modify(ctx, pc.Extent, pc.Off, pc.N, true, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
-			return r.Write(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
-		}, func(ctx context.Context, c *chunksvc.Client, l loc, st chunkstore.Stamp) chunksvc.Pending {
-			return c.StartWrite(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
-		})
-		if err != nil {
-			return mapErr(err)
-		}
-		ex, _ := v.get(pc.Extent)
-		ex.setBits(pc.Off, pc.N, true)
+	if v.cfg.WriteBack && !fua && len(p) <= writeBackMaxWrite {
+		return v.writeBehind(p, off, ps)
 	}
+	for _, pc := range ps {
+		ex, err := v.get(pc.Extent)
+		if err != nil {
+			return err
+		}
+		if err := v.writePiece(ctx, pc, ex, ex.order(pc.Off, pc.N), p[pc.ReqStart:pc.ReqStart+pc.N], fua); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writePiece writes data, the piece pc of a write, to every replica of
+// extent ex, where the write is ordered as w, and ends w.
+func (v *Volume) writePiece(ctx context.Context, pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, fua bool) error {
+	defer ex.finish(w)
+	err := v.apply(ctx, pc.Extent, ex, true, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
+		return r.Write(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
+	}, func(ctx context.Context, c *chunksvc.Client, l loc, st chunkstore.Stamp) chunksvc.Pending {
+		return c.StartWrite(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
+	})
+	if err != nil {
+		return mapErr(err)
+	}
+	ex.setBits(pc.Off, pc.N, true)
 	return nil
 }
 
@@ -531,6 +555,7 @@ func (v *Volume) readPiece(ctx context.Context, e uint64, off int64, p []byte) e
 		clear(p)
 		return nil
 	}
+	ex.await(off, int64(len(p)))
 	ex.mu.RLock()
 	if ex.unavailable {
 		ex.mu.RUnlock()
@@ -618,6 +643,11 @@ func (v *Volume) repair(ctx context.Context, e uint64, ex *extent, good loc, bad
 func (v *Volume) Flush(ctx context.Context) error {
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
+	if err := v.wb.cut().wait(); err != nil {
+		// The nodes those writes reached are still synced by the next
+		// Flush (they stay in v.written).
+		return fmt.Errorf("flush: %w", err)
+	}
 	v.mu.Lock()
 	var reps []loc
 	for n := range v.written {
@@ -727,6 +757,7 @@ func (v *Volume) BlockStatus(ctx context.Context, off, length int64, maxExtents 
 		}
 		var written []byte
 		if ex != nil {
+			ex.await(pc.Off, pc.N)
 			ex.mu.RLock()
 			unavailable := ex.unavailable
 			ex.mu.RUnlock()

@@ -84,6 +84,16 @@ type Config struct {
 	// Timeout bounds each request to a replica; a replica that does not
 	// answer in time is dropped from the extent. Zero value: 10 s.
 	Timeout time.Duration
+	// WriteBack acknowledges a write without FUA of up to 128 KiB once
+	// it is ordered, before it reaches the replicas: a volatile write
+	// cache, as NBD allows (FLUSH makes every acknowledged write
+	// durable). Up to 64 writes and 8 MiB are held; a later read, write,
+	// zero or block status of the same blocks waits for them; the next
+	// Flush waits for them all and fails if one failed on every replica
+	// (its data is lost, as a disk cache's on a failed flush). A write
+	// refused for a newer epoch fails every later write at once
+	// (ErrFenced). Zero value: a write returns when every replica has it.
+	WriteBack bool
 	// Log receives degradation events. Zero value: slog.Default().
 	Log *slog.Logger
 }

@@ -58,16 +58,7 @@ type rangeWrite struct {
 func (e *extent) order(off, n int64) *rangeWrite {
 	for {
 		e.omu.Lock()
-		var busy chan struct{}
-		for _, w := range e.writing {
-			if w.off < off+n && off < w.end {
-				if w.done == nil {
-					w.done = make(chan struct{})
-				}
-				busy = w.done
-				break
-			}
-		}
+		busy := e.overlapping(off, n)
 		if busy == nil {
 			w := &rangeWrite{off: off, end: off + n}
 			e.writing = append(e.writing, w)
@@ -77,6 +68,35 @@ func (e *extent) order(off, n int64) *rangeWrite {
 		e.omu.Unlock()
 		<-busy
 	}
+}
+
+// await waits until no data change in flight overlaps [off, off+n): a
+// read sees every write acknowledged before it, including those still on
+// their way to the replicas (Config.WriteBack).
+func (e *extent) await(off, n int64) {
+	for {
+		e.omu.Lock()
+		busy := e.overlapping(off, n)
+		e.omu.Unlock()
+		if busy == nil {
+			return
+		}
+		<-busy
+	}
+}
+
+// overlapping returns a channel closed when a change in flight that
+// overlaps [off, off+n) finishes, or nil if none does. Called with omu.
+func (e *extent) overlapping(off, n int64) chan struct{} {
+	for _, w := range e.writing {
+		if w.off < off+n && off < w.end {
+			if w.done == nil {
+				w.done = make(chan struct{})
+			}
+			return w.done
+		}
+	}
+	return nil
 }
 
 // finish ends a change registered by order.
@@ -123,6 +143,7 @@ type Volume struct {
 	reg     registrar       // batches generation register writes
 
 	fan    *fanWorkers // run fanout's calls to all but the first replica
+	wb     *writeBack  // writes acknowledged before they reached the replicas (Config.WriteBack)
 	sweeps sync.WaitGroup
 	stop   context.CancelFunc
 	bg     context.Context
@@ -139,7 +160,7 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	v := &Volume{cfg: cfg, extents: map[uint64]*extent{}, written: map[string]bool{}, dropped: map[string]bool{}, fan: newFanWorkers()}
+	v := &Volume{cfg: cfg, extents: map[uint64]*extent{}, written: map[string]bool{}, dropped: map[string]bool{}, fan: newFanWorkers(), wb: newWriteBack()}
 	sc, err := v.scan(ctx)
 	if err != nil {
 		v.fan.stop()
@@ -339,6 +360,7 @@ func (v *Volume) Close() error {
 	}
 	v.closed = true
 	v.mu.Unlock()
+	v.wb.close()
 	v.stop()
 	v.sweeps.Wait()
 	v.fan.stop()

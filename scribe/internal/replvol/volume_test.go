@@ -41,7 +41,16 @@ var newest sync.Map // *testing.T → uint64
 
 func open(t *testing.T, pool replvol.Pool, epoch uint64, local string) *replvol.Volume {
 	t.Helper()
-	v, err := replvol.Open(context.Background(), replvol.Config{VSD: vsdID, Size: volume, Epoch: epoch, Pool: pool, LocalNode: local, Log: quiet})
+	return openWith(t, replvol.Config{Pool: pool, Epoch: epoch, LocalNode: local})
+}
+
+// openWith is open with more of the Config set (VSD, Size and Log are
+// filled in).
+func openWith(t *testing.T, cfg replvol.Config) *replvol.Volume {
+	t.Helper()
+	cfg.VSD, cfg.Size, cfg.Log = vsdID, volume, quiet
+	epoch := cfg.Epoch
+	v, err := replvol.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

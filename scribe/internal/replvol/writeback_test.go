@@ -1,0 +1,196 @@
+package replvol_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/nbd"
+	"github.com/shoal-hci/shoal/scribe/internal/replvol"
+)
+
+// holdPool's replicas hold every write until release is closed, and
+// report each held write on held.
+type holdPool struct {
+	replvol.Pool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (p *holdPool) Replica(node string) (replvol.Replica, error) {
+	r, err := p.Pool.Replica(node)
+	if err != nil {
+		return nil, err
+	}
+	return holdReplica{r, p}, nil
+}
+
+type holdReplica struct {
+	replvol.Replica
+	p *holdPool
+}
+
+func (r holdReplica) Write(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, fua bool) error {
+	r.p.held <- struct{}{}
+	<-r.p.release
+	return r.Replica.Write(ctx, disk, key, epoch, st, off, p, fua)
+}
+
+// TestWriteBackAcknowledgesBeforeReplicas: with WriteBack a write returns
+// while every replica still holds it back; reads and block status of its
+// blocks wait for it and see it; Flush waits for it; both replicas end up
+// equal (cleanup's Check).
+func TestWriteBackAcknowledgesBeforeReplicas(t *testing.T) {
+	c := newCluster(t, 3)
+	h := &holdPool{Pool: c.Pool("node1"), held: make(chan struct{}, 8), release: make(chan struct{})}
+	v := openWith(t, replvol.Config{Pool: h, Epoch: 1, LocalNode: "node1", WriteBack: true})
+	ctx := context.Background()
+	data := bytes.Repeat([]byte{0x3c}, 8192)
+	// Returns at once, though no replica has the data: the holdReplicas
+	// block the background write until release.
+	if err := v.WriteAt(ctx, data, 2*mib-4096, false); err != nil {
+		t.Fatalf("write-back write: %v", err)
+	}
+	<-h.held // the write reached a replica's Write and is held there
+	got := make([]byte, 8192)
+	read := make(chan error, 1)
+	go func() { read <- v.ReadAt(ctx, got, 2*mib-4096) }()
+	status := make(chan []nbd.Extent, 1)
+	go func() {
+		es, err := v.BlockStatus(ctx, 2*mib-4096, 8192, 8)
+		if err != nil {
+			t.Error(err)
+		}
+		status <- es
+	}()
+	flushed := make(chan error, 1)
+	go func() { flushed <- v.Flush(ctx) }()
+	close(h.release)
+	if err := <-read; err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read of a write-back write: %v, first byte %#x; want %#x", err, got[0], data[0])
+	}
+	if es := <-status; len(es) == 0 || es[0].Hole || es[0].Length != 8192 {
+		t.Fatalf("block status of a write-back write: %+v, want 8192 bytes of data", es)
+	}
+	if err := <-flushed; err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	// The write was placed on two nodes; both have it after the flush.
+	for _, e := range []uint64{1, 2} {
+		n := 0
+		for _, node := range c.Nodes() {
+			for _, s := range c.Stores(node) {
+				for _, ck := range s.Chunks(vsdID) {
+					if ck.Key.Extent == e {
+						n++
+					}
+				}
+			}
+		}
+		if n != 2 {
+			t.Fatalf("extent %d has %d copies after the flush, want 2", e, n)
+		}
+	}
+}
+
+// TestWriteBackFailureReportedByFlush: a write-back write that no replica
+// takes is acknowledged, and the next Flush fails (EIO); the flush after
+// that succeeds.
+func TestWriteBackFailureReportedByFlush(t *testing.T) {
+	c := newCluster(t, 3)
+	pool := c.Pool("node1")
+	v := openWith(t, replvol.Config{Pool: pool, Epoch: 1, LocalNode: "node1", WriteBack: true})
+	ctx := context.Background()
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{1}, 4096), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes() {
+		pool.Cut(n, true)
+	}
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{2}, 4096), 0, false); err != nil {
+		t.Fatalf("write-back write with every node cut off: %v, want it acknowledged", err)
+	}
+	err := v.Flush(ctx)
+	if err == nil || errors.Is(err, nbd.ErrReadOnly) {
+		t.Fatalf("flush after a lost write-back write: %v, want an I/O error", err)
+	}
+	for _, n := range c.Nodes() {
+		pool.Cut(n, false)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatalf("second flush: %v, want the failure reported once", err)
+	}
+}
+
+// TestWriteBackFencedOwner: an owner fenced by a newer one gets its next
+// write-back write acknowledged, but the write never lands; its Flush
+// fails with EPERM (ErrFenced) and so does every write after it.
+func TestWriteBackFencedOwner(t *testing.T) {
+	c := newCluster(t, 3)
+	old := openWith(t, replvol.Config{Pool: c.Pool("node1"), Epoch: 1, LocalNode: "node1", WriteBack: true})
+	ctx := context.Background()
+	data := bytes.Repeat([]byte{1}, 8192)
+	if err := old.WriteAt(ctx, data, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nw := open(t, c.Pool("node2"), 2, "node2")
+	if err := old.WriteAt(ctx, bytes.Repeat([]byte{9}, 4096), 0, false); err != nil {
+		t.Fatalf("stale owner's first write-back write: %v, want it acknowledged (it cannot know yet)", err)
+	}
+	if err := old.Flush(ctx); !errors.Is(err, nbd.ErrReadOnly) || !errors.Is(err, replvol.ErrFenced) {
+		t.Fatalf("stale owner's flush: %v, want ErrReadOnly and ErrFenced", err)
+	}
+	if err := old.WriteAt(ctx, bytes.Repeat([]byte{9}, 4096), 4096, false); !errors.Is(err, replvol.ErrFenced) {
+		t.Fatalf("stale owner's write after its flush failed: %v, want ErrFenced", err)
+	}
+	got := make([]byte, 8192)
+	if err := nw.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("new owner reads %v... (err %v), want the old owner's flushed data", got[:4], err)
+	}
+}
+
+// TestWriteBackCloseDrains: Close waits for the writes it acknowledged, so
+// the next owner reads them even without a Flush; many concurrent writes
+// beyond the write-back limits all land.
+func TestWriteBackCloseDrains(t *testing.T) {
+	c := newCluster(t, 3)
+	v := openWith(t, replvol.Config{Pool: c.Pool("node1"), Epoch: 1, LocalNode: "node1", WriteBack: true})
+	ctx := context.Background()
+	const writers, each = 8, 40 // 320 writes of 64 KiB, five times what write-back holds
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				off := int64(w*each+i) % (volume / (64 << 10)) * (64 << 10)
+				if err := v.WriteAt(ctx, bytes.Repeat([]byte{byte(w*each + i)}, 64<<10), off, false); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	want := make([]byte, volume)
+	if err := v.ReadAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WriteAt(ctx, make([]byte, 4096), 0, false); !errors.Is(err, replvol.ErrClosed) {
+		t.Fatalf("write after Close: %v, want ErrClosed", err)
+	}
+	v2 := open(t, c.Pool("node2"), 2, "node2")
+	got := make([]byte, volume)
+	if err := v2.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the next owner reads other data than the closed one acknowledged (err %v)", err)
+	}
+}
