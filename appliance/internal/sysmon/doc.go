@@ -10,8 +10,8 @@
 // io_uring_enter or fdatasync, holding its P, so sysmon ticks through all
 // of it: in scribe's write+flush benchmark it was 23-30 % of each
 // process's CPU (docs/scribe.md, "write+flush"). With a slack of 500 µs
-// each tick sleeps up to ~0.5 ms and sysmon's share falls to about a
-// quarter of that. Its duties (taking a P back from a thread blocked in a
+// each tick sleeps up to ~0.5 ms and sysmon's share falls to under a
+// third of that. Its duties (taking a P back from a thread blocked in a
 // system call, preempting a goroutine that ran for 10 ms, polling the
 // network when nobody has for 10 ms) are then up to one slack later; none
 // of scribe's I/O waits on them.
