@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -185,4 +186,73 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestSyncWithNothingNew: a Sync after a Sync, with no write between,
+// touches the device not at all (no open-block write, no fdatasync); an
+// overwrite's Sync writes the open block once (with its entry) and syncs
+// once, and that entry survives a crash and reopen.
+func TestSyncWithNothingNew(t *testing.T) { onDevices(t, testSyncWithNothingNew) }
+
+func testSyncWithNothingNew(t *testing.T, dopts FileOptions) {
+	path, dev := newDisk(t, 64<<20, dopts)
+	fp := NewFailpointDevice(dev)
+	s := formatOpen(t, fp)
+	ctx := context.Background()
+	k := ChunkKey{VSD: ID{9}, Extent: 3}
+	if err := s.Write(ctx, k, 1, 0, make([]byte, DefaultChunkSize), true); err != nil {
+		t.Fatal(err)
+	}
+	overwrite := func(b byte) {
+		if err := s.Write(ctx, k, 1, 8*BlockSize, bytes.Repeat([]byte{b}, BlockSize), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync := func() [4]float64 {
+		var d deviceOps
+		fp.Set(d.hook(s.Superblock()))
+		defer fp.Set(nil)
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		return d.per(1)
+	}
+	// The chunk's first overwrite writes (and waits for) its mark, which
+	// takes its entry along: its Sync only syncs.
+	overwrite(1)
+	if got, want := sync(), [4]float64{0, 0, 0, 1}; got != want {
+		t.Errorf("sync after the first overwrite: %v device ops (data, journal, records, syncs), want %v", got, want)
+	}
+	overwrite(2)
+	for i, want := range [][4]float64{
+		{0, 1, 0, 1}, // the overwrite's entry: the open block, then fdatasync
+		{0, 0, 0, 0}, // nothing new
+		{0, 0, 0, 0},
+	} {
+		if got := sync(); got != want {
+			t.Errorf("sync %d after an overwrite: %v device ops, want %v", i, got, want)
+		}
+	}
+	overwrite(3)
+	if got, want := sync(), [4]float64{0, 1, 0, 1}; got != want {
+		t.Errorf("sync after a new overwrite: %v device ops, want %v", got, want)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Crash (no Close: no checkpoint) and reopen: the last overwrite's
+	// checksum comes from the journal's open block.
+	abandon(s)
+	s2 := reopen(t, path, dopts)
+	defer s2.Close()
+	got := make([]byte, BlockSize)
+	if err := s2.Read(ctx, k, 8*BlockSize, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, bytes.Repeat([]byte{3}, BlockSize)) {
+		t.Fatalf("after reopen block 8 holds %x…, want 03…", got[:4])
+	}
+	if err := s2.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
