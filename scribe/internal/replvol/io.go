@@ -52,7 +52,7 @@ func (v *Volume) fanout(ctx context.Context, reps []loc, f func(context.Context,
 // before any call runs.
 func (v *Volume) fanoutStart(ctx context.Context, reps []loc, f func(context.Context, Replica, loc) error, start startFunc) []error {
 	errs := make([]error, len(reps))
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
+	ctx, cancel := v.timeout(ctx)
 	defer cancel()
 	const (
 		skip  = iota // failed to resolve: errs holds why
