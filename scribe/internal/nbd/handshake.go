@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/shoal-hci/shoal/scribe/internal/rawsock"
 )
 
 var (
@@ -107,10 +109,7 @@ func (s *session) refuseExport(opt uint32, err error) error {
 }
 
 func newSession(s *Server, rw io.ReadWriter) *session {
-	var conn io.ReadWriter = rw
-	if rc := rawConnOf(rw); rc != nil {
-		conn = rc
-	}
+	conn := rawsock.Wrap(rw)
 	return &session{srv: s, cfg: s.cfg, r: bufio.NewReaderSize(conn, 64<<10), w: rw, bw: bufio.NewWriterSize(conn, 64<<10)}
 }
 

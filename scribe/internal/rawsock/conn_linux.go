@@ -1,4 +1,4 @@
-package nbd
+package rawsock
 
 import (
 	"io"
@@ -7,20 +7,8 @@ import (
 	"unsafe"
 )
 
-// rawConn reads and writes a non-blocking socket with raw system calls,
-// parking in the netpoller (through syscall.RawConn) only when the
-// socket is not ready. A non-blocking read or write never blocks in the
-// kernel, so the Go runtime need not be told of it; told (net.Conn's
-// Read and Write do: entersyscall), it wakes its sysmon thread whenever
-// every P was idle before, which is the case at every request of a
-// client at queue depth 1, and that wake-up and the sysmon's sleeps
-// that follow cost more CPU than the request's own system calls.
-// Deadlines set on the connection still apply.
-//
-// One goroutine reads at a time and one writes at a time (the session's
-// reader and whoever holds wmu): each direction keeps its call's state
-// here, so the functions passed to RawConn are made once, not per call.
-type rawConn struct {
+// Conn is a socket read and written with raw system calls.
+type Conn struct {
 	rc syscall.RawConn
 
 	rbuf   []byte
@@ -34,28 +22,28 @@ type rawConn struct {
 	writeFn func(fd uintptr) bool
 }
 
-// rawConnOf returns a rawConn on rw's socket, or nil when rw is not a
-// socket (a pipe in tests, a TLS connection).
-func rawConnOf(rw io.ReadWriter) *rawConn {
+// Wrap returns a Conn on rw's socket, or rw itself when it is not a
+// socket (a pipe, a TLS connection, a file).
+func Wrap(rw io.ReadWriter) io.ReadWriter {
 	sc, ok := rw.(syscall.Conn)
 	if !ok {
-		return nil
+		return rw
 	}
 	if _, isFile := rw.(*os.File); isFile {
-		return nil // may be a blocking descriptor
+		return rw // may be a blocking descriptor
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return nil
+		return rw
 	}
-	c := &rawConn{rc: rc}
+	c := &Conn{rc: rc}
 	c.readFn = c.read
 	c.writeFn = c.write
 	return c
 }
 
 // read is one attempt at reading into rbuf; false: not ready.
-func (c *rawConn) read(fd uintptr) bool {
+func (c *Conn) read(fd uintptr) bool {
 	for {
 		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
 		switch errno {
@@ -69,7 +57,8 @@ func (c *rawConn) read(fd uintptr) bool {
 	}
 }
 
-func (c *rawConn) Read(p []byte) (int, error) {
+// Read implements io.Reader.
+func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -88,7 +77,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 }
 
 // write writes what is left of wbuf; false: the socket is full.
-func (c *rawConn) write(fd uintptr) bool {
+func (c *Conn) write(fd uintptr) bool {
 	for c.wn < len(c.wbuf) {
 		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.wbuf[c.wn])), uintptr(len(c.wbuf)-c.wn))
 		switch errno {
@@ -105,7 +94,8 @@ func (c *rawConn) write(fd uintptr) bool {
 	return true
 }
 
-func (c *rawConn) Write(p []byte) (int, error) {
+// Write implements io.Writer: all of p, or an error.
+func (c *Conn) Write(p []byte) (int, error) {
 	c.wbuf, c.wn, c.werrno = p, 0, 0
 	err := c.rc.Write(c.writeFn)
 	n := c.wn
