@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"github.com/shoal-hci/shoal/scribe/internal/rawsock"
 )
 
 // batchConn sits under TLS. Once batching is on (after the handshake),
@@ -27,8 +29,12 @@ type batchConn struct {
 
 const batchConnBuffer = 256 << 10
 
+// newBatchConn reads and writes c's socket with raw system calls
+// (package rawsock): one reader (TLS serialises reads) and one writer
+// at a time (under mu).
 func newBatchConn(c net.Conn) *batchConn {
-	return &batchConn{Conn: c, r: bufio.NewReaderSize(c, batchConnBuffer), w: bufio.NewWriterSize(c, batchConnBuffer)}
+	rw := rawsock.Wrap(c)
+	return &batchConn{Conn: c, r: bufio.NewReaderSize(rw, batchConnBuffer), w: bufio.NewWriterSize(rw, batchConnBuffer)}
 }
 
 func (c *batchConn) Read(p []byte) (int, error) { return c.r.Read(p) }

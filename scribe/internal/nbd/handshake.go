@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/shoal-hci/shoal/scribe/internal/rawsock"
 )
 
 var (
@@ -107,11 +109,26 @@ func (s *session) refuseExport(opt uint32, err error) error {
 }
 
 func newSession(s *Server, rw io.ReadWriter) *session {
-	return &session{srv: s, cfg: s.cfg, r: bufio.NewReaderSize(rw, 64<<10), w: rw, bw: bufio.NewWriterSize(rw, 64<<10)}
+	conn := rawsock.Wrap(rw)
+	return &session{srv: s, cfg: s.cfg, r: bufio.NewReaderSize(conn, 64<<10), w: rw, bw: bufio.NewWriterSize(conn, 64<<10)}
 }
 
 // send writes bufs as one reply, atomically with respect to other replies.
 func (s *session) send(bufs ...[]byte) error {
+	return s.locked(func(bw *bufio.Writer) error {
+		for _, b := range bufs {
+			if _, err := bw.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// locked runs write, which writes one reply to bw, under wmu, and
+// flushes unless other replies wait for wmu (the last of them flushes).
+// A write that fails marks the session broken and hangs up.
+func (s *session) locked(write func(bw *bufio.Writer) error) error {
 	s.waiting.Add(1)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -119,12 +136,7 @@ func (s *session) send(bufs ...[]byte) error {
 	if s.broken {
 		return io.ErrClosedPipe
 	}
-	var err error
-	for _, b := range bufs {
-		if _, err = s.bw.Write(b); err != nil {
-			break
-		}
-	}
+	err := write(s.bw)
 	if err == nil && s.waiting.Load() == 0 {
 		err = s.bw.Flush()
 	}

@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -117,6 +118,7 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 			length: binary.BigEndian.Uint32(hdr[24:]),
 		}
 		var cost int64
+		var buf *[]byte // a WRITE's payload
 		switch req.typ {
 		case cmdDisc:
 			return nil // the deferred stop lets in-flight requests finish
@@ -125,44 +127,42 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 				return fmt.Errorf("write of %d bytes exceeds the %d-byte limit: %w", req.length, s.cfg.MaxRequestBytes, errProtocol)
 			}
 			cost = int64(req.length)
-			alone := bud.acquire(cost)
-			buf := bufpool.Get(int(req.length))
-			if _, err := io.ReadFull(s.r, *buf); err != nil {
-				bufpool.Put(buf)
-				bud.release(cost)
-				return fmt.Errorf("read write payload: %w", err)
-			}
-			req.data = *buf
-			s.dispatch(w, alone, func() {
-				defer bud.release(cost)
-				defer bufpool.Put(buf)
-				s.handle(ctx, exp, size, req)
-			})
-			continue
 		case cmdRead:
 			if req.length <= s.cfg.MaxRequestBytes {
 				cost = int64(req.length)
 			}
 		}
 		alone := bud.acquire(cost)
-		s.dispatch(w, alone, func() {
-			defer bud.release(cost)
-			s.handle(ctx, exp, size, req)
-		})
+		if req.typ == cmdWrite {
+			buf = bufpool.Get(int(req.length))
+			if _, err := io.ReadFull(s.r, *buf); err != nil {
+				bufpool.Put(buf)
+				bud.release(cost)
+				return fmt.Errorf("read write payload: %w", err)
+			}
+			req.data = *buf
+		}
+		// A request runs on the reading goroutine itself when it is the
+		// only one in flight and no other has arrived (a client at queue
+		// depth 1: no hand-off to a worker, whose wake-up cost more CPU
+		// than the rest of the server's work on a 4 KiB request), else on
+		// a worker so the reader goes on reading. A request arriving while
+		// one runs inline waits for it.
+		if alone && s.r.Buffered() == 0 {
+			s.serve(ctx, exp, size, req, bud, cost, buf)
+			continue
+		}
+		w.run(func() { s.serve(ctx, exp, size, req, bud, cost, buf) })
 	}
 }
 
-// dispatch runs a request: on the reading goroutine itself when it is the
-// only one in flight and no other has arrived (a client at queue depth 1:
-// no hand-off to a worker, whose wake-up cost more CPU than the rest of
-// the server's work on a 4 KiB request), else on a worker so the reader
-// goes on reading. A request arriving while one runs inline waits for it.
-func (s *session) dispatch(w *workers, alone bool, f func()) {
-	if alone && s.r.Buffered() == 0 {
-		f()
-		return
+// serve handles req, then gives back its budget and payload buffer.
+func (s *session) serve(ctx context.Context, exp *export, size uint64, req request, bud *budget, cost int64, buf *[]byte) {
+	s.handle(ctx, exp, size, req)
+	if buf != nil {
+		bufpool.Put(buf)
 	}
-	w.run(f)
+	bud.release(cost)
 }
 
 // validFlags are the command flags each command accepts.
@@ -277,8 +277,7 @@ func (s *session) read(ctx context.Context, b Backend, req request) {
 		s.replyChunk(req.cookie, replyFlagDone, 0, nil, nil)
 		return
 	}
-	off := binary.BigEndian.AppendUint64(nil, req.offset)
-	s.replyChunk(req.cookie, replyFlagDone, replyOffsetData, off, *buf)
+	_ = s.sendReply(replyHeader{chunk: true, flags: replyFlagDone, typ: replyOffsetData, cookie: req.cookie, offset: req.offset}, nil, *buf)
 }
 
 // maxDescriptors bounds one BLOCK_STATUS reply.
@@ -315,22 +314,66 @@ func (s *session) blockStatus(ctx context.Context, b Backend, req request) {
 	s.replyChunk(req.cookie, replyFlagDone, replyBlockStatus, payload, nil)
 }
 
+// replyHeader is the header of a transmission reply: a simple reply, or
+// a structured reply chunk whose payload is head then data.
+type replyHeader struct {
+	chunk  bool
+	flags  uint16 // chunk
+	typ    uint16 // chunk
+	errno  uint32 // simple reply
+	cookie uint64
+	// offset starts the payload of an OFFSET_DATA chunk (typ).
+	offset uint64
+}
+
+// append appends the header of a reply with payload bytes after it.
+func (h replyHeader) append(b []byte, payload int) []byte {
+	if !h.chunk {
+		b = binary.BigEndian.AppendUint32(b, magicSimple)
+		b = binary.BigEndian.AppendUint32(b, h.errno)
+		return binary.BigEndian.AppendUint64(b, h.cookie)
+	}
+	if h.typ == replyOffsetData {
+		payload += 8
+	}
+	b = binary.BigEndian.AppendUint32(b, magicStructured)
+	b = binary.BigEndian.AppendUint16(b, h.flags)
+	b = binary.BigEndian.AppendUint16(b, h.typ)
+	b = binary.BigEndian.AppendUint64(b, h.cookie)
+	b = binary.BigEndian.AppendUint32(b, uint32(payload))
+	if h.typ == replyOffsetData {
+		b = binary.BigEndian.AppendUint64(b, h.offset)
+	}
+	return b
+}
+
+// sendReply writes a reply: h, head and data. The header goes straight
+// into the write buffer, so a reply costs no allocation.
+func (s *session) sendReply(h replyHeader, head, data []byte) error {
+	return s.locked(func(bw *bufio.Writer) error {
+		if _, err := bw.Write(h.append(bw.AvailableBuffer(), len(head)+len(data))); err != nil {
+			return err
+		}
+		if len(head) > 0 {
+			if _, err := bw.Write(head); err != nil {
+				return err
+			}
+		}
+		if len(data) > 0 {
+			if _, err := bw.Write(data); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 func (s *session) replySimple(cookie uint64, errno uint32, data []byte) {
-	hdr := make([]byte, 16)
-	binary.BigEndian.PutUint32(hdr[0:], magicSimple)
-	binary.BigEndian.PutUint32(hdr[4:], errno)
-	binary.BigEndian.PutUint64(hdr[8:], cookie)
-	_ = s.send(hdr, data)
+	_ = s.sendReply(replyHeader{errno: errno, cookie: cookie}, nil, data)
 }
 
 func (s *session) replyChunk(cookie uint64, flags, typ uint16, head, data []byte) {
-	hdr := make([]byte, 20, 20+len(head))
-	binary.BigEndian.PutUint32(hdr[0:], magicStructured)
-	binary.BigEndian.PutUint16(hdr[4:], flags)
-	binary.BigEndian.PutUint16(hdr[6:], typ)
-	binary.BigEndian.PutUint64(hdr[8:], cookie)
-	binary.BigEndian.PutUint32(hdr[16:], uint32(len(head)+len(data)))
-	_ = s.send(append(hdr, head...), data)
+	_ = s.sendReply(replyHeader{chunk: true, flags: flags, typ: typ, cookie: cookie}, head, data)
 }
 
 func (s *session) replyError(req request, errno uint32, msg string) {

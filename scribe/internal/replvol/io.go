@@ -532,16 +532,20 @@ func (v *Volume) writePiece(ctx context.Context, pc chunkstore.Span, ex *extent,
 	return nil
 }
 
-// ReadAt implements nbd.Backend.
+// ReadAt implements nbd.Backend. It reads the extents one after
+// another (the pieces of pieces, without the slice of them).
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
-	ps, err := v.pieces(off, int64(len(p)))
-	if err != nil {
-		return err
+	end := off + int64(len(p))
+	if off < 0 || end > v.cfg.Size || end < off {
+		return fmt.Errorf("range [%d,+%d) outside the %d-byte volume: %w", off, len(p), v.cfg.Size, nbd.ErrInvalid)
 	}
-	for _, pc := range ps {
-		if err := v.readPiece(ctx, pc.Extent, pc.Off, p[pc.ReqStart:pc.ReqStart+pc.N]); err != nil {
+	for pos := off; pos < end; {
+		in := pos % v.chunk
+		n := min(v.chunk-in, end-pos)
+		if err := v.readPiece(ctx, uint64(pos/v.chunk), in, p[pos-off:pos-off+n]); err != nil {
 			return err
 		}
+		pos += n
 	}
 	return nil
 }
@@ -566,24 +570,22 @@ func (v *Volume) readPiece(ctx context.Context, e uint64, off int64, p []byte) e
 		clear(p)
 		return nil
 	}
-	order := slices.Clone(ex.replicas)
+	var orderBuf [chunkstore.MaxMembers]loc
+	order := append(orderBuf[:0], ex.replicas...)
 	ex.mu.RUnlock()
-	// Prefer this node's replica; keep the rest in placement order.
-	slices.SortStableFunc(order, func(a, b loc) int {
-		switch {
-		case a.node == v.cfg.LocalNode && b.node != v.cfg.LocalNode:
-			return -1
-		case b.node == v.cfg.LocalNode && a.node != v.cfg.LocalNode:
-			return 1
-		}
-		return 0
-	})
+	// Prefer this node's replica (replicas are on distinct nodes); keep
+	// the rest in placement order.
+	if i := slices.IndexFunc(order, func(l loc) bool { return l.node == v.cfg.LocalNode }); i > 0 {
+		local := order[i]
+		copy(order[1:i+1], order[:i])
+		order[0] = local
+	}
 	var bad []loc
 	var errs []error
 	for _, l := range order {
 		r, err := v.cfg.Pool.Replica(l.node)
 		if err == nil {
-			err = v.do(ctx, func(ctx context.Context) error { return r.Read(ctx, l.disk, v.key(e), off, p) })
+			err = v.readFrom(ctx, r, l, e, off, p)
 		}
 		if err == nil {
 			if len(bad) > 0 {
@@ -598,6 +600,17 @@ func (v *Volume) readPiece(ctx context.Context, e uint64, off int64, p []byte) e
 	}
 	clear(p)
 	return fmt.Errorf("read extent %d: no replica returned good data: %w", e, errors.Join(errs...))
+}
+
+// readFrom reads [off, off+len(p)) of extent e from replica r at l. A
+// replica in this process (chunksvc.LocalReplica) is read without the
+// per-request timeout: its disk read cannot be cancelled anyway, and the
+// timer would cost a good part of a 4 KiB read's CPU.
+func (v *Volume) readFrom(ctx context.Context, r Replica, l loc, e uint64, off int64, p []byte) error {
+	if _, local := r.(*chunksvc.LocalReplica); local {
+		return r.Read(ctx, l.disk, v.key(e), off, p)
+	}
+	return v.do(ctx, func(ctx context.Context) error { return r.Read(ctx, l.disk, v.key(e), off, p) })
 }
 
 // repair rewrites the blocks covering [off, off+n) of extent e on the bad

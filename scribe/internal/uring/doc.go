@@ -38,6 +38,18 @@
 //     signalled the eventfd or is seen there (the kernel's CQ tail store
 //     and its flag read are separated by a full barrier). With more in
 //     flight, callers park and the reaper delivers.
+//   - Submissions are raw system calls (syscall.RawSyscall6: the runtime
+//     is not told), and so is a lone read's or write's first wait, for
+//     at most 1 ms (IORING_ENTER_EXT_ARG, Linux 5.11; without it, only
+//     blocking waits). The runtime's entersyscall wakes its sysmon thread
+//     whenever every P was idle, as it is between the requests of a
+//     client at queue depth 1, and that wake-up and the sysmon's 20 µs
+//     sleeps that follow cost more CPU than the I/O's own system calls.
+//     Submitting never blocks (the kernel hands an I/O that would block
+//     to its workers). A raw wait keeps its P: a signal (the runtime's
+//     preemption, for a garbage collection) ends it early, and past 1 ms
+//     the call waits in blocking system calls, so the runtime can hand
+//     the P on. Syncs never wait raw.
 //   - Close refuses new calls, waits until every slot is back (every
 //     started call finished, including resubmitted remainders), stops
 //     the reaper, then unmaps the rings and closes the ring.

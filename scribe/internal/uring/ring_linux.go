@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,13 +21,15 @@ const (
 
 	featSingleMmap = 1 << 0 // IORING_FEAT_SINGLE_MMAP
 	featRWCurPos   = 1 << 3 // IORING_FEAT_RW_CUR_POS: 5.6, with OP_READ/WRITE
+	featExtArg     = 1 << 8 // IORING_FEAT_EXT_ARG: 5.11
 
 	offSQRing = 0          // IORING_OFF_SQ_RING
 	offSQEs   = 0x10000000 // IORING_OFF_SQES
 
 	registerEventfd = 4 // IORING_REGISTER_EVENTFD
 
-	enterGetevents = 1 // IORING_ENTER_GETEVENTS
+	enterGetevents = 1      // IORING_ENTER_GETEVENTS
+	enterExtArg    = 1 << 3 // IORING_ENTER_EXT_ARG
 
 	cqEventfdDisabled = 1 // IORING_CQ_EVENTFD_DISABLED
 
@@ -73,6 +76,20 @@ type sqe struct {
 	pad         uint64
 }
 
+// getEventsArg is struct io_uring_getevents_arg (24 bytes): with
+// IORING_ENTER_EXT_ARG, io_uring_enter's fifth argument.
+type getEventsArg struct {
+	sigmask   uint64
+	sigmaskSz uint32
+	minWait   uint32
+	ts        uint64 // address of a timespec: the most to wait
+}
+
+// timespec is struct __kernel_timespec.
+type timespec struct {
+	sec, nsec int64
+}
+
 // cqe is struct io_uring_cqe (16 bytes).
 type cqe struct {
 	userData uint64
@@ -106,6 +123,12 @@ type Ring struct {
 	// IORING_CQ_EVENTFD_DISABLED is set while a lone request waits in
 	// the kernel.
 	cqFlags *uint32
+
+	// rawArg bounds a raw wait to rawWait (nil before Linux 5.11: lone
+	// requests then wait in blocking system calls only). rawTS is the
+	// timespec it points to, kept here so it stays alive.
+	rawArg *getEventsArg
+	rawTS  *timespec
 
 	efd    *os.File // eventfd the kernel signals on completions
 	reaper sync.WaitGroup
@@ -141,7 +164,7 @@ func New(cfg Config) (*Ring, error) {
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)
 	}
 	r := &Ring{fd: int(fd), maxIO: cfg.maxIO}
-	if err := r.setup(&p); err != nil {
+	if err := r.setup(&p, cfg.rawWait); err != nil {
 		r.unmap()
 		return nil, err
 	}
@@ -150,7 +173,7 @@ func New(cfg Config) (*Ring, error) {
 	return r, nil
 }
 
-func (r *Ring) setup(p *params) error {
+func (r *Ring) setup(p *params, rawWait time.Duration) error {
 	if p.features&featSingleMmap == 0 || p.features&featRWCurPos == 0 {
 		return fmt.Errorf("io_uring: kernel too old (features %#x; need Linux 5.6 or later)", p.features)
 	}
@@ -174,6 +197,10 @@ func (r *Ring) setup(p *params) error {
 	r.cqMask = *u32At(r.rings, p.cqOff.ringMask)
 	if p.cqOff.flags != 0 {
 		r.cqFlags = u32At(r.rings, p.cqOff.flags)
+	}
+	if p.features&featExtArg != 0 {
+		r.rawTS = &timespec{sec: int64(rawWait / time.Second), nsec: int64(rawWait % time.Second)}
+		r.rawArg = &getEventsArg{ts: uint64(uintptr(unsafe.Pointer(r.rawTS)))}
 	}
 	r.cqes = unsafe.Slice((*cqe)(unsafe.Pointer(&r.rings[p.cqOff.cqes])), p.cqEntries)
 
@@ -234,7 +261,9 @@ func (r *Ring) Fdatasync(fd int) error {
 	defer r.release(id)
 	for {
 		r.submit(id, sqe{opcode: opFsync, fd: int32(fd), opFlags: fsyncDatasync}, nil)
-		res := r.wait(id)
+		// Not a raw wait: a sync takes milliseconds, too long to keep
+		// the P.
+		res := r.wait(id, false)
 		if res == -int32(syscall.EINTR) || res == -int32(syscall.EAGAIN) {
 			continue
 		}
@@ -264,7 +293,7 @@ func (r *Ring) transfer(op uint8, fd int, p []byte, off int64) (int, error) {
 			opcode: op, fd: int32(fd), off: uint64(off) + uint64(n),
 			addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))), len: uint32(len(b)),
 		}, b)
-		res := r.wait(id)
+		res := r.wait(id, true)
 		switch {
 		case res == -int32(syscall.EINTR) || res == -int32(syscall.EAGAIN):
 			continue
@@ -332,9 +361,15 @@ func (r *Ring) submit(id uint32, e sqe, buf []byte) {
 }
 
 // enter submits n queued entries; it returns how many the kernel took.
+//
+// A raw system call: submitting never blocks (the kernel hands an I/O
+// that would block to its own workers), and the Go runtime's
+// entersyscall/exitsyscall, which wake its sysmon thread whenever all
+// Ps were idle (at every request of a client at queue depth 1), cost
+// more than the call.
 func (r *Ring) enter(n uint32) (uint32, error) {
 	for {
-		got, _, errno := syscall.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
+		got, _, errno := syscall.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
 		switch errno {
 		case 0:
 			if got == 0 {
@@ -374,9 +409,16 @@ func (r *Ring) failQueued(err error) {
 // no one else can take its completion from the CQ ring first, with the
 // eventfd off so the reaper is not woken as well: the kernel completes
 // a request on the thread that submitted it, most often this one, so a
-// lone I/O costs one wake-up, as pread does. Anything else parks on its
-// channel.
-func (r *Ring) wait(id uint32) int32 {
+// lone I/O costs one wake-up, as pread does. It waits first in a raw
+// system call, up to rawWait: the goroutine keeps its P and the Go
+// runtime is not told (its entersyscall would wake the sysmon thread
+// when every P was idle before, costing more than the I/O's own
+// system call); a signal (the runtime's preemption of the goroutine,
+// for a garbage collection) ends that wait early. Past rawWait (a slow
+// device) it waits in blocking system calls, so the runtime can hand
+// the P to other goroutines (without raw, it waits only so). Anything
+// else parks on its channel.
+func (r *Ring) wait(id uint32, raw bool) int32 {
 	done := r.slots[id].done
 	if r.inflight.Load() != 1 || r.cqFlags == nil || !r.cqMu.TryLock() {
 		if r.cqMu.TryLock() { // a completion may be there already
@@ -386,7 +428,7 @@ func (r *Ring) wait(id uint32) int32 {
 		return <-done
 	}
 	atomic.OrUint32(r.cqFlags, cqEventfdDisabled)
-	res, ok := r.waitInKernel(done)
+	res, ok := r.waitInKernel(done, raw && r.rawArg != nil)
 	atomic.AndUint32(r.cqFlags, ^uint32(cqEventfdDisabled))
 	// A completion posted while the eventfd was off signalled no one:
 	// the kernel orders its CQ tail store before reading the flag (a
@@ -401,10 +443,11 @@ func (r *Ring) wait(id uint32) int32 {
 }
 
 // waitInKernel waits in io_uring_enter until done has a result,
-// delivering every completion that comes meanwhile; cqMu is held. It
-// reports false if io_uring_enter failed (then the caller waits on done
-// and the reaper delivers).
-func (r *Ring) waitInKernel(done chan int32) (int32, bool) {
+// delivering every completion that comes meanwhile; cqMu is held. With
+// raw, its first wait is a raw one of up to rawWait. It reports false
+// if io_uring_enter failed (then the caller waits on done and the
+// reaper delivers).
+func (r *Ring) waitInKernel(done chan int32, raw bool) (int32, bool) {
 	for {
 		r.drain()
 		select {
@@ -414,7 +457,17 @@ func (r *Ring) waitInKernel(done chan int32) (int32, bool) {
 		}
 		// The CQ ring was empty and the request is in flight: a
 		// completion will come.
-		_, _, errno := syscall.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, enterGetevents, 0, 0)
+		var errno syscall.Errno
+		if raw {
+			raw = false
+			_, _, errno = syscall.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1,
+				enterGetevents|enterExtArg, uintptr(unsafe.Pointer(r.rawArg)), unsafe.Sizeof(*r.rawArg))
+			if errno == syscall.ETIME {
+				errno = 0
+			}
+		} else {
+			_, _, errno = syscall.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 1, enterGetevents, 0, 0)
+		}
 		if errno != 0 && errno != syscall.EINTR {
 			return 0, false
 		}

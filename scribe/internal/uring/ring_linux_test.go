@@ -8,10 +8,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -89,18 +91,22 @@ func TestConcurrentRandomOps(t *testing.T) {
 		flags      int
 		maxIO      int
 		goroutines int
+		rawWait    time.Duration
 	}{
-		{"buffered", 0, 0, 48},
-		{"buffered, short transfers", 0, 3000, 48},
-		{"direct", syscall.O_DIRECT, 0, 48},
-		{"direct, short transfers", syscall.O_DIRECT, 2 * block, 48},
+		{"buffered", 0, 0, 48, 0},
+		{"buffered, short transfers", 0, 3000, 48, 0},
+		{"direct", syscall.O_DIRECT, 0, 48, 0},
+		{"direct, short transfers", syscall.O_DIRECT, 2 * block, 48, 0},
 		// Often one request in flight (waiting in the kernel, eventfd
 		// off) while the other's completes.
-		{"direct, two callers", syscall.O_DIRECT, 0, 2},
+		{"direct, two callers", syscall.O_DIRECT, 0, 2, 0},
+		// The lone request's raw wait always expires: it goes on in a
+		// blocking one.
+		{"direct, two callers, raw wait expires", syscall.O_DIRECT, 0, 2, time.Nanosecond},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			goroutines := mode.goroutines
-			r := newRing(t, Config{Entries: 8, maxIO: mode.maxIO})
+			r := newRing(t, Config{Entries: 8, maxIO: mode.maxIO, rawWait: mode.rawWait})
 			if goroutines > 2 && r.Entries() >= goroutines {
 				t.Fatalf("%d entries: the test needs fewer than %d", r.Entries(), goroutines)
 			}
@@ -207,6 +213,51 @@ func TestShortTransfers(t *testing.T) {
 			}
 			if !bytes.Equal(p[:n], want[tt.off:tt.off+int64(n)]) {
 				t.Error("read data differs from the write")
+			}
+		})
+	}
+}
+
+// TestLoneRequestOutlastsRawWait: a lone request whose completion takes
+// longer than the raw wait (a read of an empty pipe, with a raw wait of
+// a nanosecond) goes on waiting in blocking system calls, and a second
+// request then in flight is served too.
+func TestLoneRequestOutlastsRawWait(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		rawWait time.Duration
+	}{{"raw wait expires", time.Nanosecond}, {"default", 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRing(t, Config{Entries: 4, rawWait: tt.rawWait})
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pr.Close()
+			defer pw.Close()
+			type result struct {
+				n   int
+				err error
+			}
+			got := make(chan result, 1)
+			p := make([]byte, 5)
+			go func() {
+				n, err := r.ReadAt(int(pr.Fd()), p, 0)
+				got <- result{n, err}
+			}()
+			for r.inflight.Load() == 0 {
+				runtime.Gosched()
+			}
+			// Another request while the read waits: a file write.
+			f := newFile(t, 0, 0)
+			if n, err := r.WriteAt(int(f.Fd()), []byte("world"), 0); err != nil || n != 5 {
+				t.Fatalf("write while a read waits: %d, %v", n, err)
+			}
+			if _, err := pw.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			if res := <-got; res.err != nil || res.n != 5 || string(p) != "hello" {
+				t.Fatalf("pipe read: %d, %v, %q; want 5, nil, hello", res.n, res.err, p)
 			}
 		})
 	}
