@@ -5,7 +5,6 @@ import "time"
 // SetIncomingTiming shortens the deferred exports' wait for a test; the
 // returned func restores the defaults.
 func SetIncomingTiming(wait, poll time.Duration) (restore func()) {
-	w, p := incomingWait, incomingPoll
-	incomingWait, incomingPoll = wait, poll
-	return func() { incomingWait, incomingPoll = w, p }
+	old := incomingTiming.Swap(&incomingTimes{wait: wait, poll: poll})
+	return func() { incomingTiming.Store(old) }
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-hci/shoal/peer/client"
@@ -20,14 +21,22 @@ const IncomingSuffix = "@incoming"
 // IncomingExport is the deferred export name of VSD name.
 func IncomingExport(name string) string { return name + IncomingSuffix }
 
-// Timing of deferred exports. Variables so that tests can shorten them.
-var (
-	// incomingWait bounds how long a request that needs the VSD waits
-	// for the claim to name this node; then it fails (EIO).
-	incomingWait = 60 * time.Second
-	// incomingPoll is how often the claim is read while waiting.
-	incomingPoll = 200 * time.Millisecond
-)
+// incomingTimes is the timing of deferred exports.
+type incomingTimes struct {
+	// wait bounds how long a request that needs the VSD waits for the
+	// claim to name this node; then it fails (EIO).
+	wait time.Duration
+	// poll is how often the claim is read while waiting.
+	poll time.Duration
+}
+
+// incomingTiming is read by sessions that may outlive a test, so tests
+// swap it atomically (SetIncomingTiming).
+var incomingTiming atomic.Pointer[incomingTimes]
+
+func init() {
+	incomingTiming.Store(&incomingTimes{wait: 60 * time.Second, poll: 200 * time.Millisecond})
+}
 
 // resolveIncoming answers the handshake of NAME@incoming from the VSD's
 // record alone: it claims and opens nothing. The VSD is opened for
@@ -81,7 +90,7 @@ func (s *Scribe) resolveIncoming(ctx context.Context, name string) (nbd.Backend,
 // here it serves reads and block status from a read-only open (the
 // destination QEMU reads a little while it sets up: the MBR for its
 // geometry guess, a qcow2 header; it reads them again once it runs) and
-// makes every other request wait for the claim, at most incomingWait.
+// makes every other request wait for the claim, at most incomingTiming.wait.
 // Once the claim names this node at an epoch above after, it opens the
 // VSD for writing at that epoch, shared with the node's other sessions
 // of the VSD, and serves everything from it. A watcher goroutine, owned
@@ -160,9 +169,9 @@ func (in *incoming) tryOpen(ctx context.Context) (nbd.Backend, error) {
 }
 
 // watch opens the VSD as soon as the claim moves here (polling it every
-// incomingPoll), until it is open, the session ends or ctx ends.
+// incomingTiming.poll), until it is open, the session ends or ctx ends.
 func (in *incoming) watch(ctx context.Context) {
-	t := time.NewTicker(incomingPoll)
+	t := time.NewTicker(incomingTiming.Load().poll)
 	defer t.Stop()
 	logged := false
 	for {
@@ -185,10 +194,11 @@ func (in *incoming) watch(ctx context.Context) {
 }
 
 // writer returns the Backend once the claim has moved here, waiting at
-// most incomingWait for it; errors on the way (claim unreadable, open
+// most incomingTiming.wait for it; errors on the way (claim unreadable, open
 // failed) are retried until then.
 func (in *incoming) writer(ctx context.Context) (nbd.Backend, error) {
-	deadline := in.s.cfg.Now().Add(incomingWait)
+	times := incomingTiming.Load()
+	deadline := in.s.cfg.Now().Add(times.wait)
 	var last error
 	for {
 		g, err := in.tryOpen(ctx)
@@ -200,10 +210,10 @@ func (in *incoming) writer(ctx context.Context) (nbd.Backend, error) {
 		}
 		if !in.s.cfg.Now().Before(deadline) {
 			in.s.cfg.Log.Error("incoming vsd: the claim did not move to this node in time: failing the request (EIO); did the migration fail?",
-				"vsd", in.name, "waited", incomingWait, "source_epoch", in.after, "last_err", last)
-			return nil, fmt.Errorf("incoming vsd %s: the claim %s did not name this node above epoch %d within %v (last error: %v)", in.name, ClaimResource(in.name), in.after, incomingWait, last)
+				"vsd", in.name, "waited", times.wait, "source_epoch", in.after, "last_err", last)
+			return nil, fmt.Errorf("incoming vsd %s: the claim %s did not name this node above epoch %d within %v (last error: %v)", in.name, ClaimResource(in.name), in.after, times.wait, last)
 		}
-		t := time.NewTimer(incomingPoll)
+		t := time.NewTimer(times.poll)
 		select {
 		case <-ctx.Done():
 			t.Stop()
