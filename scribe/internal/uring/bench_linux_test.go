@@ -20,12 +20,7 @@ import (
 //	SHOAL_BENCH_DIR=/var/tmp go test -run='^$' -bench=DirectIO -benchtime=20000x ./scribe/internal/uring/
 func BenchmarkDirectIO(b *testing.B) {
 	const span = 64 << 20
-	f := benchFile(b, span)
-	r, err := New(Config{})
-	if err != nil {
-		b.Skipf("io_uring unavailable here: %v", err)
-	}
-	defer r.Close()
+	f, r := benchRing(b, span)
 	fd := int(f.Fd())
 	ways := []struct {
 		name      string
@@ -80,12 +75,7 @@ func BenchmarkDirectIO(b *testing.B) {
 //	SHOAL_BENCH_DIR=/var/tmp go test -run='^$' -bench=WriteFlush -benchtime=3000x ./scribe/internal/uring/
 func BenchmarkWriteFlush(b *testing.B) {
 	const span = 64 << 20
-	f := benchFile(b, span)
-	r, err := New(Config{})
-	if err != nil {
-		b.Skipf("io_uring unavailable here: %v", err)
-	}
-	defer r.Close()
+	f, r := benchRing(b, span)
 	fd := int(f.Fd())
 	ringWrite := func(p []byte, off int64) error { _, err := r.WriteAt(fd, p, off); return err }
 	fileWrite := func(p []byte, off int64) error { _, err := f.WriteAt(p, off); return err }
@@ -125,6 +115,18 @@ func BenchmarkWriteFlush(b *testing.B) {
 // benchFile returns an O_DIRECT file of span bytes in SHOAL_BENCH_DIR
 // (default a temp dir) with no pages in the page cache, closed and
 // removed in cleanup.
+// benchRing returns benchFile's file and a Ring, closed when b ends; it
+// skips b where io_uring is unavailable.
+func benchRing(b *testing.B, span int) (*os.File, *Ring) {
+	f := benchFile(b, span)
+	r, err := New(Config{})
+	if err != nil {
+		b.Skipf("io_uring unavailable here: %v", err)
+	}
+	b.Cleanup(func() { r.Close() })
+	return f, r
+}
+
 func benchFile(b *testing.B, span int) *os.File {
 	dir := b.TempDir()
 	if d := os.Getenv("SHOAL_BENCH_DIR"); d != "" {
