@@ -16,10 +16,18 @@ import (
 )
 
 func (v *Volume) pieces(off, length int64) ([]chunkstore.Span, error) {
-	if off < 0 || length < 0 || off+length > v.cfg.Size || off+length < off {
-		return nil, fmt.Errorf("range [%d,+%d) outside the %d-byte volume: %w", off, length, v.cfg.Size, nbd.ErrInvalid)
+	if err := v.inRange(off, length); err != nil {
+		return nil, err
 	}
 	return chunkstore.Spans(off, length, v.chunk), nil
+}
+
+// inRange fails unless [off, off+length) lies within the volume.
+func (v *Volume) inRange(off, length int64) error {
+	if off < 0 || length < 0 || off+length > v.cfg.Size || off+length < off {
+		return fmt.Errorf("range [%d,+%d) outside the %d-byte volume: %w", off, length, v.cfg.Size, nbd.ErrInvalid)
+	}
+	return nil
 }
 
 func (v *Volume) key(e uint64) chunkstore.ChunkKey {
@@ -535,10 +543,10 @@ func (v *Volume) writePiece(ctx context.Context, pc chunkstore.Span, ex *extent,
 // ReadAt implements nbd.Backend. It reads the extents one after
 // another (the pieces of pieces, without the slice of them).
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
-	end := off + int64(len(p))
-	if off < 0 || end > v.cfg.Size || end < off {
-		return fmt.Errorf("range [%d,+%d) outside the %d-byte volume: %w", off, len(p), v.cfg.Size, nbd.ErrInvalid)
+	if err := v.inRange(off, int64(len(p))); err != nil {
+		return err
 	}
+	end := off + int64(len(p))
 	for pos := off; pos < end; {
 		in := pos % v.chunk
 		n := min(v.chunk-in, end-pos)
@@ -604,8 +612,7 @@ func (v *Volume) readPiece(ctx context.Context, e uint64, off int64, p []byte) e
 
 // readFrom reads [off, off+len(p)) of extent e from replica r at l. A
 // replica in this process (chunksvc.LocalReplica) is read without the
-// per-request timeout: its disk read cannot be cancelled anyway, and the
-// timer would cost a good part of a 4 KiB read's CPU.
+// per-request timeout: its disk read cannot be cancelled anyway.
 func (v *Volume) readFrom(ctx context.Context, r Replica, l loc, e uint64, off int64, p []byte) error {
 	if _, local := r.(*chunksvc.LocalReplica); local {
 		return r.Read(ctx, l.disk, v.key(e), off, p)
