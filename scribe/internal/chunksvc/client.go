@@ -33,6 +33,8 @@ type Client struct {
 	err     error // set once the connection failed
 
 	done chan struct{} // closed when the reader exits
+
+	orderedSync bool // the server speaks alpnOrderedSync
 }
 
 type result struct {
@@ -51,10 +53,11 @@ func Dial(ctx context.Context, addr string, tlsCfg *tls.Config) (*Client, error)
 	if tcp, ok := raw.(*net.TCPConn); ok {
 		tcp.SetNoDelay(true)
 	}
+	tlsCfg = tlsCfg.Clone()
 	if tlsCfg.ServerName == "" {
-		tlsCfg = tlsCfg.Clone()
 		tlsCfg.ServerName, _, _ = net.SplitHostPort(addr)
 	}
+	tlsCfg.NextProtos = []string{alpnOrderedSync}
 	tc := tls.Client(newBatchConn(raw), tlsCfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
@@ -62,7 +65,7 @@ func Dial(ctx context.Context, addr string, tlsCfg *tls.Config) (*Client, error)
 	}
 	startBatching(tc)
 	var conn net.Conn = tc
-	c := &Client{conn: conn, addr: addr, w: bufio.NewWriterSize(conn, 256<<10), pending: map[uint64]chan result{}, done: make(chan struct{})}
+	c := &Client{conn: conn, addr: addr, orderedSync: tc.ConnectionState().NegotiatedProtocol == alpnOrderedSync, w: bufio.NewWriterSize(conn, 256<<10), pending: map[uint64]chan result{}, done: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
 }
@@ -73,6 +76,12 @@ func (c *Client) Close() error {
 	<-c.done
 	return err
 }
+
+// SyncCoversSent reports whether a Sync sent on this connection covers
+// every change sent before it, even one whose response has not arrived
+// (a server of this release). Otherwise a Sync covers only the changes
+// that were answered before it was sent.
+func (c *Client) SyncCoversSent() bool { return c.orderedSync }
 
 // Err returns the error that broke the connection, or nil while usable.
 func (c *Client) Err() error {
@@ -208,7 +217,8 @@ func (c *Client) Fence(ctx context.Context, vsd chunkstore.ID, epoch uint64) err
 	return err
 }
 
-// Sync makes every completed write on the node durable.
+// Sync makes every completed write on the node durable, and every
+// change sent before it on this connection if SyncCoversSent.
 func (c *Client) Sync(ctx context.Context) error {
 	pd := c.StartSync(ctx)
 	return pd.Wait(ctx)

@@ -15,7 +15,14 @@
 // drops durable on a majority before acknowledging a write. Requests are
 // pipelined: the client sends without waiting and
 // matches responses by ID, which may arrive in any order. Sizes are
-// bounded (MaxData per request, maxResponse per response).
+// bounded (MaxData per request, maxResponse per response). A Sync
+// answers once every change (write, zero, free, stamp, fence, register
+// put) received before it on the same connection has finished, and
+// makes them durable: an owner sends it right behind its writes, without
+// waiting for their responses. Servers advertise this with the TLS
+// application protocol "shoal-chunk/2" (ALPN); with a server that does
+// not (an older release, during a rolling upgrade) the owner waits for
+// the responses first (Client.SyncCoversSent).
 //
 // Invariants:
 //   - A request that does not decode, names an unknown op or exceeds the

@@ -242,3 +242,16 @@ func TestPendingArrivedResponseBeatsEndedContext(t *testing.T) {
 		t.Fatalf("Wait with an ended context = %v, want the response's ErrStaleEpoch", err)
 	}
 }
+
+// TestOrderedSyncNegotiated: a Server of this release promises ordered
+// Syncs (ALPN), and a peer that does not (an older release) is not
+// assumed to.
+func TestOrderedSyncNegotiated(t *testing.T) {
+	c := newCluster(t, 1)
+	if !dial(t, c, "node1").SyncCoversSent() {
+		t.Error("a client of this release's server: SyncCoversSent is false")
+	}
+	if old, _ := dialScripted(t); old.SyncCoversSent() {
+		t.Error("a client of a server that negotiated no protocol: SyncCoversSent is true")
+	}
+}

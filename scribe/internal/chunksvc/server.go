@@ -73,6 +73,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 128
 	}
+	// Advertise the ordered Sync (alpnOrderedSync); a client that offers
+	// nothing still connects.
+	cfg.TLS = cfg.TLS.Clone()
+	cfg.TLS.NextProtos = append([]string{alpnOrderedSync}, cfg.TLS.NextProtos...)
 	return &Server{cfg: cfg, local: Local(cfg.Stores).WithRegister(cfg.Register)}, nil
 }
 
@@ -159,10 +163,15 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 	// as the connection, so the stacks the write path grows are reused.
 	// Request data comes from bufpool and goes back once the request is
 	// answered: the stores and the register copy what they keep.
+	// A Sync covers every change received before it on the connection:
+	// it waits for those still in progress (changes), so an owner can send
+	// it right behind its writes instead of after their responses.
 	type job struct {
 		req  request
 		data *[]byte
+		seq  uint64 // a change's number; for a Sync, the last change before it
 	}
+	chs := newChanges()
 	jobs := make(chan job)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -172,7 +181,13 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 		if j.data != nil {
 			data = *j.data
 		}
+		if j.req.op == opSync {
+			chs.wait(j.seq)
+		}
 		body, err := s.local.handle(ctx, j.req, data)
+		if isChange(j.req.op) {
+			chs.end(j.seq)
+		}
 		if err := sc.reply(j.req.id, body, err); err != nil {
 			conn.Close()
 		}
@@ -201,6 +216,13 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 				return
 			}
 		}
+		var seq uint64
+		switch {
+		case isChange(req.op):
+			seq = chs.begin()
+		case req.op == opSync:
+			seq = chs.mark()
+		}
 		alone := len(sem) == 0 && r.Buffered() == 0
 		select {
 		case sem <- struct{}{}:
@@ -212,11 +234,11 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 			// queue depth 1): serve it here; a hand-off to a handler
 			// goroutine costs a wake-up more than the rest of a 4 KiB
 			// write's handling. One arriving meanwhile waits for it.
-			serve(job{req, data})
+			serve(job{req, data, seq})
 			continue
 		}
 		select {
-		case jobs <- job{req, data}:
+		case jobs <- job{req, data, seq}:
 			continue
 		default:
 		}
@@ -227,7 +249,7 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 			for j := range jobs {
 				serve(j)
 			}
-		}(job{req, data})
+		}(job{req, data, seq})
 	}
 }
 

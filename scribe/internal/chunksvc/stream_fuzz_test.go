@@ -77,6 +77,9 @@ func FuzzServerStream(f *testing.F) {
 	seq = append(seq, encodeReq(request{op: opZero, id: 3, disk: disk, key: key, epoch: 1, off: 0, count: 8192}, nil)...)
 	seq = append(seq, encodeReq(request{op: opChunks, id: 4, key: key}, nil)...)
 	f.Add(seq)
+	// A sync right behind a write waits for it (ordered sync).
+	f.Add(append(encodeReq(request{op: opWrite, id: 1, disk: disk, key: key, epoch: 1, off: 8192, count: 4}, []byte("sync")),
+		encodeReq(request{op: opSync, id: 2}, nil)...))
 	f.Add(encodeReq(request{op: opWrite, id: 1, disk: disk, key: key, epoch: 1, off: 256<<10 - 2, count: 5}, []byte("over!")))
 	f.Add(encodeReq(request{op: opRead, id: 1, disk: disk, key: key, off: 0, count: MaxData}, nil))
 	f.Add(append(encodeReq(request{op: opStat, id: 9}, nil), 0xff, 0xff))

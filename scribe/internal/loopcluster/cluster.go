@@ -32,6 +32,9 @@ type Config struct {
 	Direct bool
 	// Log receives the servers' logs. Zero value: discarded.
 	Log *slog.Logger
+	// WrapDevice, if set, wraps each disk a node opens when it starts
+	// (a test's fault or probe). Zero value: the disks as they are.
+	WrapDevice func(node string, d chunkstore.Device) chunkstore.Device
 }
 
 // ErrDown: the node is stopped.
@@ -161,9 +164,13 @@ func (c *Cluster) Start(id string) error {
 	}
 	var stores []*chunkstore.Store
 	for _, p := range n.paths {
-		dev, err := chunkstore.OpenFile(p, chunkstore.FileOptions{Direct: c.cfg.Direct})
+		f, err := chunkstore.OpenFile(p, chunkstore.FileOptions{Direct: c.cfg.Direct})
 		if err != nil {
 			return err
+		}
+		var dev chunkstore.Device = f
+		if c.cfg.WrapDevice != nil {
+			dev = c.cfg.WrapDevice(n.ID, f)
 		}
 		s, err := chunkstore.Open(dev)
 		if err != nil {

@@ -59,6 +59,15 @@ func (v *Volume) fanout(ctx context.Context, reps []loc, f func(context.Context,
 // goroutine. Replicas are looked up (Pool.Replica) one after another
 // before any call runs.
 func (v *Volume) fanoutStart(ctx context.Context, reps []loc, f func(context.Context, Replica, loc) error, start startFunc) []error {
+	return v.fanoutSent(ctx, reps, f, start, nil)
+}
+
+// fanoutSent is fanoutStart that, when sent is set, marks every replica
+// it reached as written (for Flush) and calls sent once the network
+// requests are sent and the other replicas' calls have returned, before
+// it waits for the network responses. A Sync sent afterwards on the same
+// connections covers the requests (chunksvc.Client.SyncCoversSent).
+func (v *Volume) fanoutSent(ctx context.Context, reps []loc, f func(context.Context, Replica, loc) error, start startFunc, sent func()) []error {
 	errs := make([]error, len(reps))
 	ctx, cancel := v.timeout(ctx)
 	defer cancel()
@@ -107,6 +116,16 @@ func (v *Volume) fanoutStart(ctx context.Context, reps []loc, f func(context.Con
 		errs[first] = f(ctx, rs[first], reps[first])
 	}
 	wg.Wait()
+	if sent != nil {
+		v.mu.Lock()
+		for i, r := range reps {
+			if kind[i] != skip {
+				v.written[r.node] = true
+			}
+		}
+		v.mu.Unlock()
+		sent()
+	}
 	for i := range reps {
 		if kind[i] == async {
 			errs[i] = pend[i].Wait(ctx)
@@ -207,11 +226,13 @@ func (v *Volume) modify(ctx context.Context, e uint64, off, n int64, create bool
 	}
 	w := ex.order(off, n)
 	defer ex.finish(w)
-	return v.apply(ctx, e, ex, create, op, start)
+	return v.apply(ctx, e, ex, create, op, start, nil)
 }
 
-// apply is modify's work once the change is ordered on extent ex.
-func (v *Volume) apply(ctx context.Context, e uint64, ex *extent, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error, start func(context.Context, *chunksvc.Client, loc, chunkstore.Stamp) chunksvc.Pending) error {
+// apply is modify's work once the change is ordered on extent ex; sent,
+// if set, is called as fanoutSent describes (or not at all, when apply
+// fails before it reaches the replicas).
+func (v *Volume) apply(ctx context.Context, e uint64, ex *extent, create bool, op func(context.Context, Replica, loc, chunkstore.Stamp) error, start func(context.Context, *chunksvc.Client, loc, chunkstore.Stamp) chunksvc.Pending, sent func()) error {
 	for {
 		ex.mu.RLock()
 		if ex.unavailable {
@@ -233,7 +254,7 @@ func (v *Volume) apply(ctx context.Context, e uint64, ex *extent, create bool, o
 		if start != nil {
 			startSt = func(ctx context.Context, c *chunksvc.Client, l loc) chunksvc.Pending { return start(ctx, c, l, st) }
 		}
-		errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, l loc) error { return op(ctx, r, l, st) }, startSt)
+		errs := v.fanoutSent(ctx, reps, func(ctx context.Context, r Replica, l loc) error { return op(ctx, r, l, st) }, startSt, sent)
 		ex.mu.RUnlock()
 		v.markWritten(reps, errs)
 		var failed []loc
@@ -517,7 +538,7 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 		if err != nil {
 			return err
 		}
-		if err := v.writePiece(ctx, pc, ex, ex.order(pc.Off, pc.N), p[pc.ReqStart:pc.ReqStart+pc.N], fua); err != nil {
+		if err := v.writePiece(ctx, pc, ex, ex.order(pc.Off, pc.N), p[pc.ReqStart:pc.ReqStart+pc.N], fua, nil); err != nil {
 			return err
 		}
 	}
@@ -525,14 +546,15 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 }
 
 // writePiece writes data, the piece pc of a write, to every replica of
-// extent ex, where the write is ordered as w, and ends w.
-func (v *Volume) writePiece(ctx context.Context, pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, fua bool) error {
+// extent ex, where the write is ordered as w, and ends w. sent is
+// apply's.
+func (v *Volume) writePiece(ctx context.Context, pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, fua bool, sent func()) error {
 	defer ex.finish(w)
 	err := v.apply(ctx, pc.Extent, ex, true, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
 		return r.Write(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
 	}, func(ctx context.Context, c *chunksvc.Client, l loc, st chunkstore.Stamp) chunksvc.Pending {
 		return c.StartWrite(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
-	})
+	}, sent)
 	if err != nil {
 		return mapErr(err)
 	}
@@ -660,14 +682,19 @@ func (v *Volume) repair(ctx context.Context, e uint64, ex *extent, good loc, bad
 // were made durable by an earlier Flush (flushes run one at a time, so a
 // Flush returns only after the syncs of any before it). A node that died
 // meanwhile is dropped by the next write to it.
+//
+// Writes acknowledged early (Config.WriteBack) that are still on their
+// way are covered without waiting for their responses first: once each
+// is sent (and its local replica's write done), the Syncs go out on the
+// same connections, and a chunk service of this release answers a Sync
+// only after the changes received before it (chunksvc.Client.SyncCoversSent;
+// with an older one Flush waits for the writes first). Flush then waits
+// for those writes too and fails if one failed on every replica.
 func (v *Volume) Flush(ctx context.Context) error {
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
-	if err := v.wb.cut().wait(); err != nil {
-		// The nodes those writes reached are still synced by the next
-		// Flush (they stay in v.written).
-		return fmt.Errorf("flush: %w", err)
-	}
+	held := v.wb.cut()
+	held.sent.Wait()
 	v.mu.Lock()
 	var reps []loc
 	for n := range v.written {
@@ -675,8 +702,24 @@ func (v *Volume) Flush(ctx context.Context) error {
 	}
 	clear(v.written)
 	v.mu.Unlock()
+	if !v.syncsCoverSent(reps) {
+		if err := held.wait(); err != nil {
+			// The nodes those writes reached are still synced by the next
+			// Flush.
+			v.remark(reps)
+			return fmt.Errorf("flush: %w", err)
+		}
+	}
 	errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, _ loc) error { return r.Sync(ctx) },
 		func(ctx context.Context, c *chunksvc.Client, _ loc) chunksvc.Pending { return c.StartSync(ctx) })
+	if err := held.wait(); err != nil {
+		for i, serr := range errs {
+			if serr != nil {
+				v.remark(reps[i : i+1])
+			}
+		}
+		return fmt.Errorf("flush: %w", err)
+	}
 	for i, err := range errs {
 		if err == nil {
 			continue
@@ -692,6 +735,22 @@ func (v *Volume) Flush(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// syncsCoverSent reports whether a Sync of every node in reps covers
+// the writes sent to it whose responses have not arrived: it does for
+// this node and for chunk services of this release.
+func (v *Volume) syncsCoverSent(reps []loc) bool {
+	for _, l := range reps {
+		r, err := v.cfg.Pool.Replica(l.node)
+		if err != nil {
+			continue // Sync fails anyway
+		}
+		if c, ok := r.(*chunksvc.Client); ok && !c.SyncCoversSent() {
+			return false
+		}
+	}
+	return true
 }
 
 // remark puts back nodes a failed Flush took but did not make durable,

@@ -39,7 +39,8 @@ type writeBack struct {
 // wbGroup is the writes acknowledged between two flushes: the later Flush
 // waits for them and reports their failures.
 type wbGroup struct {
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // the writes, until they are done
+	sent sync.WaitGroup // the writes, until they are sent (fanoutSent)
 	mu   sync.Mutex
 	errs []error // the first few failures
 	n    int     // failed writes
@@ -70,6 +71,7 @@ func (w *writeBack) begin(n int) (*wbGroup, error) {
 	w.bytes += int64(n)
 	g := w.cur
 	g.wg.Add(1)
+	g.sent.Add(1)
 	return g, nil
 }
 
@@ -155,6 +157,7 @@ func (v *Volume) writeBehind(p []byte, off int64, ps []chunkstore.Span) error {
 			for _, x := range pieces {
 				x.ex.finish(x.w)
 			}
+			g.sent.Done()
 			v.wb.end(g, len(p), nil)
 			return err
 		}
@@ -163,14 +166,28 @@ func (v *Volume) writeBehind(p []byte, off int64, ps []chunkstore.Span) error {
 	buf := bufpool.Get(len(p))
 	copy(*buf, p)
 	v.fan.run(func() {
+		// The write counts as sent once its last piece is (the pieces
+		// before it are done by then), or when it ends short of that.
+		isSent := false
+		sent := func() {
+			if !isSent {
+				isSent = true
+				g.sent.Done()
+			}
+		}
 		var errs []error
-		for _, x := range pieces {
+		for i, x := range pieces {
 			data := (*buf)[x.pc.ReqStart : x.pc.ReqStart+x.pc.N]
-			err := v.writePiece(v.bg, x.pc, x.ex, x.w, data, false)
+			var last func()
+			if i == len(pieces)-1 {
+				last = sent
+			}
+			err := v.writePiece(v.bg, x.pc, x.ex, x.w, data, false, last)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("write [%d,+%d): %w", off+x.pc.ReqStart, x.pc.N, err))
 			}
 		}
+		sent()
 		bufpool.Put(buf)
 		err := errors.Join(errs...)
 		if err != nil {

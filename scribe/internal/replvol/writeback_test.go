@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
+	"github.com/shoal-hci/shoal/scribe/internal/loopcluster"
 	"github.com/shoal-hci/shoal/scribe/internal/nbd"
 	"github.com/shoal-hci/shoal/scribe/internal/replvol"
 )
@@ -192,5 +195,97 @@ func TestWriteBackCloseDrains(t *testing.T) {
 	got := make([]byte, volume)
 	if err := v2.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("the next owner reads other data than the closed one acknowledged (err %v)", err)
+	}
+}
+
+// syncProbe is a disk that knows which of its completed writes no device
+// sync has covered yet (a sync covers the writes completed before it
+// started), and that can slow its writes down.
+type syncProbe struct {
+	chunkstore.Device
+	mu        sync.Mutex
+	completed int // writes completed
+	covered   int // writes covered by a sync that succeeded
+	slow      *atomic.Bool
+}
+
+func (d *syncProbe) WriteAt(p []byte, off int64) (int, error) {
+	if d.slow.Load() {
+		time.Sleep(20 * time.Millisecond) // a slow disk: the Sync overtakes the write on the wire
+	}
+	n, err := d.Device.WriteAt(p, off)
+	d.mu.Lock()
+	d.completed++
+	d.mu.Unlock()
+	return n, err
+}
+
+func (d *syncProbe) Sync() error {
+	d.mu.Lock()
+	upTo := d.completed
+	d.mu.Unlock()
+	err := d.Device.Sync()
+	if err == nil {
+		d.mu.Lock()
+		d.covered = max(d.covered, upTo)
+		d.mu.Unlock()
+	}
+	return err
+}
+
+func (d *syncProbe) unsynced() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.completed - d.covered
+}
+
+// TestFlushCoversWritesInFlight: Flush sends its Syncs right behind
+// write-back writes still on their way to slow remote disks, without
+// waiting for their responses; when it returns, every write has been
+// synced on every disk all the same (the chunk service answers a Sync
+// only after the changes received before it).
+func TestFlushCoversWritesInFlight(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		probes []*syncProbe
+		slow   atomic.Bool
+	)
+	c := loopcluster.ForTest(t, loopcluster.Config{Nodes: 3, DiskSize: 64 * mib, WrapDevice: func(node string, d chunkstore.Device) chunkstore.Device {
+		p := &syncProbe{Device: d, slow: &atomic.Bool{}}
+		if node != "node1" {
+			p.slow = &slow
+		}
+		mu.Lock()
+		probes = append(probes, p)
+		mu.Unlock()
+		return p
+	}})
+	v := openWith(t, replvol.Config{Pool: c.Pool("node1"), Epoch: 1, LocalNode: "node1", WriteBack: true})
+	ctx := context.Background()
+	// Place the extents first (placement syncs on its own).
+	for e := range int64(4) {
+		if err := v.WriteAt(ctx, bytes.Repeat([]byte{1}, 4096), e*4*mib, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slow.Store(true)
+	for i := range int64(16) {
+		if err := v.WriteAt(ctx, bytes.Repeat([]byte{byte(i)}, 4096), (i%4)*4*mib+(i+1)*8192, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	slow.Store(false)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, p := range probes {
+		if n := p.unsynced(); n != 0 {
+			t.Errorf("disk %d: %d completed writes not synced when Flush returned", i, n)
+		}
 	}
 }
