@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/shoal-hci/shoal/scribe/internal/bufpool"
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
@@ -161,24 +160,21 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 	// answered: the stores and the register copy what they keep.
 	type job struct {
 		req  request
-		data *[]byte
+		data requestData
 	}
 	jobs := make(chan job)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer close(jobs)
+	// Checksums sent with a write are trusted only from a TLS stream,
+	// whose AEAD authenticates every byte (see LocalReplica.handle).
+	_, sealed := conn.(*tls.Conn)
 	serve := func(j job) {
-		var data []byte
-		if j.data != nil {
-			data = *j.data
-		}
-		body, err := s.local.handle(ctx, j.req, data)
+		body, err := s.local.handle(ctx, j.req, j.data.bytes(), j.data.blockSums(), sealed)
 		if err := sc.reply(j.req.id, body, err); err != nil {
 			conn.Close()
 		}
-		if j.data != nil {
-			bufpool.Put(j.data)
-		}
+		j.data.put()
 		<-sem
 	}
 	hdr := make([]byte, reqHeaderSize)
@@ -194,12 +190,9 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 			log.Warn("chunk service bad request; closing the connection", "err", err)
 			return
 		}
-		var data *[]byte // nil: no data
-		if req.length > 0 {
-			data = bufpool.Get(int(req.length))
-			if err := readData(r, conn, *data); err != nil {
-				return
-			}
+		data, err := readRequestData(r, conn, req)
+		if err != nil {
+			return
 		}
 		alone := len(sem) == 0 && r.Buffered() == 0
 		select {
