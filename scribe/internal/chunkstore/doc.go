@@ -43,6 +43,10 @@
 // blocks may be reused. If a sealed block's write fails, Sync writes
 // those records instead (or fails).
 //
+// WriteSums is a write whose block checksums the caller computed (the
+// replicated layer's owner, once for every replica): the store keeps them
+// as given. A wrong one can only make its block fail with ErrChecksum.
+//
 // Invariants:
 //   - A read never returns bytes whose checksum does not match: it returns
 //     ErrChecksum instead. Unwritten blocks and absent chunks read as zero.

@@ -704,6 +704,36 @@ func (s *Store) Write(ctx context.Context, key ChunkKey, epoch uint64, off int64
 // WriteStamped is Write that also records st as the chunk's stamp when it
 // is newer (see Stamp).
 func (s *Store) WriteStamped(ctx context.Context, key ChunkKey, epoch uint64, st Stamp, off int64, p []byte, fua bool) error {
+	return s.write(key, epoch, st, off, p, nil, fua)
+}
+
+// WriteSums is WriteStamped with the checksums of p's blocks given:
+// sums[i] is the CRC-32C (BlockSums) of p's block i, off and len(p) are
+// multiples of BlockSize and len(sums) is len(p)/BlockSize, else the
+// write fails with ErrRange and changes nothing. The store keeps sums as
+// they are, without computing them again: the caller vouches that they
+// were computed over exactly p. A wrong one can only make its block fail
+// reads with ErrChecksum (as a rotten block would), never make wrong
+// data read as good.
+func (s *Store) WriteSums(ctx context.Context, key ChunkKey, epoch uint64, st Stamp, off int64, p []byte, sums []uint32, fua bool) error {
+	if off%BlockSize != 0 || len(p)%BlockSize != 0 || len(sums) != len(p)/BlockSize {
+		return fmt.Errorf("write chunk [%d,+%d) with %d checksums: %w", off, len(p), len(sums), ErrRange)
+	}
+	return s.write(key, epoch, st, off, p, sums, fua)
+}
+
+// BlockSums appends to dst the CRC-32C of every BlockSize block of p
+// (len(p) a multiple of BlockSize), the checksums WriteSums takes.
+func BlockSums(dst []uint32, p []byte) []uint32 {
+	for ; len(p) >= BlockSize; p = p[BlockSize:] {
+		dst = append(dst, crc(p[:BlockSize]))
+	}
+	return dst
+}
+
+// write is WriteStamped and WriteSums: sums, when not nil, are the
+// checksums of p's blocks (p block-aligned).
+func (s *Store) write(key ChunkKey, epoch uint64, st Stamp, off int64, p []byte, sums []uint32, fua bool) error {
 	if err := s.checkRange(off, len(p)); err != nil {
 		return fmt.Errorf("write chunk: %w", err)
 	}
@@ -714,7 +744,7 @@ func (s *Store) WriteStamped(ctx context.Context, key ChunkKey, epoch uint64, st
 	if err != nil {
 		return err
 	}
-	err = s.writeLocked(c, key, epoch, st, off, p)
+	err = s.writeLocked(c, key, epoch, st, off, p, sums)
 	if c.hdr.Generation == 0 && bytes.Equal(c.hdr.Written, make([]byte, len(c.hdr.Written))) {
 		// A new chunk whose first write failed: give the slot back.
 		c.freed = true
@@ -733,7 +763,7 @@ func (s *Store) WriteStamped(ctx context.Context, key ChunkKey, epoch uint64, st
 	return err
 }
 
-func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off int64, p []byte) error {
+func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off int64, p []byte, sums []uint32) error {
 	if epoch < c.hdr.Epoch {
 		return fmt.Errorf("write extent %d of VSD %s at epoch %d, chunk is at %d: %w", key.Extent, key.VSD, epoch, c.hdr.Epoch, ErrStaleEpoch)
 	}
@@ -752,7 +782,12 @@ func (s *Store) writeLocked(c *chunk, key ChunkKey, epoch uint64, st Stamp, off 
 	chunkOff := s.sb.chunkOffset(c.hdr.Slot)
 	next := make([]uint8, b1-b0+1)
 	for i := b0; i <= b1; i++ {
-		sum := crc(data[(i-b0)*BlockSize : (i-b0+1)*BlockSize])
+		var sum uint32
+		if sums != nil {
+			sum = sums[i-b0] // data is p (aligned): see WriteSums
+		} else {
+			sum = crc(data[(i-b0)*BlockSize : (i-b0+1)*BlockSize])
+		}
 		if !bit(c.hdr.Written, i) {
 			next[i-b0] = 0
 			c.slots[0][i], c.slots[1][i] = sum, sum
@@ -978,7 +1013,7 @@ func (s *Store) zeroPartial(c *chunk, key ChunkKey, epoch uint64, st Stamp, from
 	if from >= to || !bit(c.hdr.Written, int(from/BlockSize)) {
 		return nil
 	}
-	return s.writeLocked(c, key, epoch, st, from, make([]byte, to-from))
+	return s.writeLocked(c, key, epoch, st, from, make([]byte, to-from), nil)
 }
 
 // Free releases the chunk for key (all its blocks read as zero after).

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -34,7 +35,7 @@ type Client struct {
 
 	done chan struct{} // closed when the reader exits
 
-	orderedSync bool // the server speaks alpnOrderedSync
+	v2 bool // the server speaks alpnV2
 }
 
 type result struct {
@@ -57,7 +58,7 @@ func Dial(ctx context.Context, addr string, tlsCfg *tls.Config) (*Client, error)
 	if tlsCfg.ServerName == "" {
 		tlsCfg.ServerName, _, _ = net.SplitHostPort(addr)
 	}
-	tlsCfg.NextProtos = []string{alpnOrderedSync}
+	tlsCfg.NextProtos = []string{alpnV2}
 	tc := tls.Client(newBatchConn(raw), tlsCfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
@@ -65,7 +66,7 @@ func Dial(ctx context.Context, addr string, tlsCfg *tls.Config) (*Client, error)
 	}
 	startBatching(tc)
 	var conn net.Conn = tc
-	c := &Client{conn: conn, addr: addr, orderedSync: tc.ConnectionState().NegotiatedProtocol == alpnOrderedSync, w: bufio.NewWriterSize(conn, 256<<10), pending: map[uint64]chan result{}, done: make(chan struct{})}
+	c := &Client{conn: conn, addr: addr, v2: tc.ConnectionState().NegotiatedProtocol == alpnV2, w: bufio.NewWriterSize(conn, 256<<10), pending: map[uint64]chan result{}, done: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
 }
@@ -81,7 +82,7 @@ func (c *Client) Close() error {
 // every change sent before it, even one whose response has not arrived
 // (a server of this release). Otherwise a Sync covers only the changes
 // that were answered before it was sent.
-func (c *Client) SyncCoversSent() bool { return c.orderedSync }
+func (c *Client) SyncCoversSent() bool { return c.v2 }
 
 // Err returns the error that broke the connection, or nil while usable.
 func (c *Client) Err() error {
@@ -137,11 +138,25 @@ var resultChans = sync.Pool{New: func() any { return make(chan result, 1) }}
 // tlsRecord is the largest TLS plaintext record.
 const tlsRecord = 16 << 10
 
-// writeData writes a request's data after its header (c.wmu held). Data
-// that does not fit the buffer is not copied through it: the buffer is
-// topped up to whole TLS records and flushed, and the rest goes to TLS
-// directly, which cuts it into full records.
-func (c *Client) writeData(data []byte) error {
+// writeData writes a request's checksums (flagSums) and data after its
+// header (c.wmu held). Data that does not fit the buffer is not copied
+// through it: the buffer is topped up to whole TLS records and flushed,
+// and the rest goes to TLS directly, which cuts it into full records.
+func (c *Client) writeData(sums []uint32, data []byte) error {
+	if len(sums) > 0 {
+		if 4*len(sums) > c.w.Available() {
+			if err := c.w.Flush(); err != nil {
+				return err
+			}
+		}
+		b := c.w.AvailableBuffer()
+		for _, s := range sums {
+			b = binary.LittleEndian.AppendUint32(b, s)
+		}
+		if _, err := c.w.Write(b); err != nil {
+			return err
+		}
+	}
 	if len(data) <= c.w.Available() {
 		_, err := c.w.Write(data)
 		return err
@@ -175,6 +190,32 @@ func flags(fua bool) uint8 {
 func (c *Client) Write(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, fua bool) error {
 	pd := c.StartWrite(ctx, disk, key, epoch, st, off, p, fua)
 	return pd.Wait(ctx)
+}
+
+// WriteSums is Write with the checksums of p's blocks (see
+// LocalReplica.WriteSums).
+func (c *Client) WriteSums(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, sums []uint32, fua bool) error {
+	pd := c.StartWriteSums(ctx, disk, key, epoch, st, off, p, sums, fua)
+	return pd.Wait(ctx)
+}
+
+// StartWriteSums is StartWrite with the checksums of p's blocks sent
+// along (sums[i] the CRC-32C of p's block i, chunkstore.BlockSums; off
+// and len(p) block-aligned), so the replica need not compute them. sums
+// have been sent when it returns.
+func (c *Client) StartWriteSums(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, sums []uint32, fua bool) Pending {
+	if err := checkLen(off, len(p)); err != nil {
+		return Pending{err: fmt.Errorf("write chunk: %w", err)}
+	}
+	if off%chunkstore.BlockSize != 0 || len(p)%chunkstore.BlockSize != 0 || len(p) == 0 || len(sums) != len(p)/chunkstore.BlockSize {
+		return Pending{err: fmt.Errorf("write chunk [%d,+%d) with %d checksums: %w", off, len(p), len(sums), chunkstore.ErrRange)}
+	}
+	if !c.v2 {
+		// A server of an older release would refuse the flag and close
+		// the connection: send the data alone.
+		return c.StartWrite(ctx, disk, key, epoch, st, off, p, fua)
+	}
+	return c.start(ctx, request{op: opWrite, flags: flags(fua) | flagSums, disk: disk, key: key, epoch: epoch, stamp: st, off: uint32(off), count: uint32(len(p)), sums: sums}, p)
 }
 
 // Read fills p from off of the chunk for key on disk.

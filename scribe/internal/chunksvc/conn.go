@@ -3,11 +3,14 @@ package chunksvc
 import (
 	"bufio"
 	"crypto/tls"
+	"encoding/binary"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 
+	"github.com/shoal-hci/shoal/scribe/internal/bufpool"
+	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/rawsock"
 )
 
@@ -95,4 +98,76 @@ func readData(r *bufio.Reader, conn io.Reader, p []byte) error {
 	}
 	_, err := io.ReadFull(conn, p[n:])
 	return err
+}
+
+// requestData is what follows one request's header: a write's or
+// register put's data (from bufpool) and, with flagSums, the checksums
+// of the write's blocks (from sumsPool). Nil when absent.
+type requestData struct {
+	data *[]byte
+	sums *[]uint32
+}
+
+// sumsPool recycles the checksums of requests (up to a whole chunk's).
+var sumsPool = sync.Pool{New: func() any {
+	s := make([]uint32, 0, MaxData/chunkstore.BlockSize)
+	return &s
+}}
+
+// readRequestData reads the data that follows req's header from r,
+// which buffers conn (see readData): the checksums (flagSums), then the
+// data.
+func readRequestData(r *bufio.Reader, conn io.Reader, req request) (requestData, error) {
+	var d requestData
+	if req.length == 0 {
+		return d, nil
+	}
+	n := int(req.length)
+	if req.flags&flagSums != 0 {
+		k := int(sumsLen(req.count))
+		b, err := r.Peek(k) // at most 8 KiB: fits r
+		if err != nil {
+			return d, err
+		}
+		d.sums = sumsPool.Get().(*[]uint32)
+		sums := (*d.sums)[:0]
+		for i := 0; i < k; i += 4 {
+			sums = append(sums, binary.LittleEndian.Uint32(b[i:]))
+		}
+		*d.sums = sums
+		r.Discard(k)
+		n -= k
+	}
+	d.data = bufpool.Get(n)
+	if err := readData(r, conn, *d.data); err != nil {
+		d.put()
+		return requestData{}, err
+	}
+	return d, nil
+}
+
+// bytes returns the data (nil when none).
+func (d requestData) bytes() []byte {
+	if d.data == nil {
+		return nil
+	}
+	return *d.data
+}
+
+// blockSums returns the checksums (nil when none).
+func (d requestData) blockSums() []uint32 {
+	if d.sums == nil {
+		return nil
+	}
+	return *d.sums
+}
+
+// put recycles d's buffers once its request is answered.
+func (d requestData) put() {
+	if d.data != nil {
+		bufpool.Put(d.data)
+	}
+	if d.sums != nil {
+		sumsPool.Put(d.sums)
+	}
 }

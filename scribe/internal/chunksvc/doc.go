@@ -6,7 +6,9 @@
 // Protocol (little-endian, one TLS connection carries many requests):
 // a request is a fixed 128-byte header (length of the data that follows,
 // op, flags, request ID, disk, VSD, extent, epoch, stamp, offset, count)
-// followed by the data of a write; a response is a 16-byte header (length,
+// followed by the data of a write (with flag bit 1, preceded by the
+// CRC-32C of each of its 4 KiB blocks, which the replica keeps instead of
+// computing them: see sumsTrusted for what it checks first); a response is a 16-byte header (length,
 // status, request ID) followed by read data, an encoded list or an error
 // message. Besides chunk operations the service serves the node's
 // generation register (package genreg): a register read (which fences the

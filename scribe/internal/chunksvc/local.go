@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/genreg"
@@ -41,6 +42,16 @@ func (l *LocalReplica) Write(ctx context.Context, disk chunkstore.ID, key chunks
 		return err
 	}
 	return s.WriteStamped(ctx, key, epoch, st, off, p, fua)
+}
+
+// WriteSums is Write with the checksums of p's blocks given (see
+// chunkstore.Store.WriteSums): the store does not compute them again.
+func (l *LocalReplica) WriteSums(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, sums []uint32, fua bool) error {
+	s, err := l.store(disk)
+	if err != nil {
+		return err
+	}
+	return s.WriteSums(ctx, key, epoch, st, off, p, sums, fua)
 }
 
 // Read fills p from off of the chunk for key on disk.
@@ -128,11 +139,16 @@ func (l *LocalReplica) Stat(ctx context.Context) ([]DiskStat, error) {
 }
 
 // handle serves one decoded request from the local stores: the response
-// body (read data, a list) and the error.
-func (l *LocalReplica) handle(ctx context.Context, r request, data []byte) ([]byte, error) {
+// body (read data, a list) and the error. sums are the checksums sent
+// with a write (flagSums), sealed says the stream authenticates every
+// byte (TLS): see sumsTrusted.
+func (l *LocalReplica) handle(ctx context.Context, r request, data []byte, sums []uint32, sealed bool) ([]byte, error) {
 	fua := r.flags&flagFUA != 0
 	switch r.op {
 	case opWrite:
+		if sums != nil && sumsTrusted(data, sums, sealed) {
+			return nil, l.WriteSums(ctx, r.disk, r.key, r.epoch, r.stamp, int64(r.off), data, sums, fua)
+		}
 		return nil, l.Write(ctx, r.disk, r.key, r.epoch, r.stamp, int64(r.off), data, fua)
 	case opRead:
 		p := make([]byte, r.count)
@@ -167,4 +183,28 @@ func (l *LocalReplica) handle(ctx context.Context, r request, data []byte) ([]by
 		return l.handleRegister(ctx, r, data)
 	}
 	return nil, fmt.Errorf("op %d: %w", r.op, ErrProtocol)
+}
+
+// sumsTrusted says whether a replica may store the checksums an owner
+// sent with a write's data instead of computing them: on a sealed stream
+// (TLS: its AEAD has authenticated the bytes as the owner's) when the
+// first and the last block match theirs, which catches checksums of
+// another range or layout at 2 blocks' cost; on any other stream only
+// when every block matches. Otherwise the replica computes them all, so
+// a wrong checksum never reaches a replica's disk through a write that
+// was not sealed and checked, and never makes the owner lose a replica
+// (the write is not refused: the replica's copy is the good one).
+func sumsTrusted(data []byte, sums []uint32, sealed bool) bool {
+	n := len(data) / chunkstore.BlockSize
+	if n == 0 || len(sums) != n || len(data)%chunkstore.BlockSize != 0 {
+		return false
+	}
+	if !sealed {
+		var buf [MaxData / chunkstore.BlockSize]uint32
+		return slices.Equal(chunkstore.BlockSums(buf[:0], data), sums)
+	}
+	var buf [2]uint32
+	got := chunkstore.BlockSums(buf[:0], data[:chunkstore.BlockSize])
+	got = chunkstore.BlockSums(got, data[(n-1)*chunkstore.BlockSize:])
+	return got[0] == sums[0] && got[1] == sums[n-1]
 }

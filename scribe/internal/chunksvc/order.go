@@ -5,13 +5,14 @@ import (
 	"sync"
 )
 
-// alpnOrderedSync is the TLS application protocol a Server advertises
-// and a Client offers: a connection that negotiated it promises that a
-// Sync covers every change received before it on the connection, even
-// one still in progress when the Sync arrives (see changes). A server
-// of an older release negotiates nothing, and its client then waits for
-// the changes to finish before it sends a Sync.
-const alpnOrderedSync = "shoal-chunk/2"
+// alpnV2 is the TLS application protocol a Server advertises and a
+// Client offers. A server that negotiated it promises that a Sync covers
+// every change received before it on the connection, even one still in
+// progress when the Sync arrives (see changes), and takes writes with
+// their checksums (flagSums). A server of an older release negotiates
+// nothing: its client then waits for the changes to finish before it
+// sends a Sync, and sends writes without checksums.
+const alpnV2 = "shoal-chunk/2"
 
 // isChange reports whether op changes a store: a Sync covers it.
 func isChange(o op) bool {

@@ -76,7 +76,7 @@ func (c *Client) start(ctx context.Context, req request, data []byte) Pending {
 	req.id = c.nextID
 	c.pending[req.id] = ch
 	c.mu.Unlock()
-	req.length = uint32(len(data))
+	req.length = uint32(len(data) + 4*len(req.sums))
 
 	c.waiting.Add(1)
 	c.wmu.Lock()
@@ -84,7 +84,7 @@ func (c *Client) start(ctx context.Context, req request, data []byte) Pending {
 	req.encode(c.hdr[:])
 	_, err := c.w.Write(c.hdr[:])
 	if err == nil {
-		err = c.writeData(data)
+		err = c.writeData(req.sums, data)
 	}
 	if err == nil && c.waiting.Load() == 0 {
 		if err = c.w.Flush(); err == nil {

@@ -243,15 +243,33 @@ func TestPendingArrivedResponseBeatsEndedContext(t *testing.T) {
 	}
 }
 
-// TestOrderedSyncNegotiated: a Server of this release promises ordered
-// Syncs (ALPN), and a peer that does not (an older release) is not
-// assumed to.
-func TestOrderedSyncNegotiated(t *testing.T) {
+// TestProtocolNegotiated: a Server of this release promises ordered
+// Syncs and takes checksums with writes (ALPN); a peer that negotiated
+// nothing (an older release) is not assumed to: its writes go without
+// checksums, which it would refuse.
+func TestProtocolNegotiated(t *testing.T) {
 	c := newCluster(t, 1)
 	if !dial(t, c, "node1").SyncCoversSent() {
 		t.Error("a client of this release's server: SyncCoversSent is false")
 	}
-	if old, _ := dialScripted(t); old.SyncCoversSent() {
+	old, peer := dialScripted(t)
+	if old.SyncCoversSent() {
 		t.Error("a client of a server that negotiated no protocol: SyncCoversSent is true")
+	}
+	data := make([]byte, 2*chunkstore.BlockSize)
+	pd := old.StartWriteSums(context.Background(), pendDisk, pendKey, 1, chunkstore.Stamp{}, 0, data, chunkstore.BlockSums(nil, data), false)
+	hdr := make([]byte, reqHeader)
+	if _, err := io.ReadFull(peer.conn, hdr); err != nil {
+		t.Fatal(err)
+	}
+	if n := binary.LittleEndian.Uint32(hdr[4:]); hdr[2] != 0 || n != uint32(len(data)) {
+		t.Fatalf("write to an older server: flags %#x, %d bytes of data; want no flags and the data alone", hdr[2], n)
+	}
+	if _, err := io.CopyN(io.Discard, peer.conn, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	peer.respond(binary.LittleEndian.Uint64(hdr[8:]), 0, "")
+	if err := pd.Wait(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/shoal-hci/shoal/scribe/internal/bufpool"
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/genreg"
 )
@@ -73,10 +72,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 128
 	}
-	// Advertise the ordered Sync (alpnOrderedSync); a client that offers
+	// Advertise this release's protocol (alpnV2); a client that offers
 	// nothing still connects.
 	cfg.TLS = cfg.TLS.Clone()
-	cfg.TLS.NextProtos = append([]string{alpnOrderedSync}, cfg.TLS.NextProtos...)
+	cfg.TLS.NextProtos = append([]string{alpnV2}, cfg.TLS.NextProtos...)
 	return &Server{cfg: cfg, local: Local(cfg.Stores).WithRegister(cfg.Register)}, nil
 }
 
@@ -168,7 +167,7 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 	// it right behind its writes instead of after their responses.
 	type job struct {
 		req  request
-		data *[]byte
+		data requestData
 		seq  uint64 // a change's number; for a Sync, the last change before it
 	}
 	chs := newChanges()
@@ -176,24 +175,21 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer close(jobs)
+	// Checksums sent with a write are trusted only from a TLS stream,
+	// whose AEAD authenticates every byte (see LocalReplica.handle).
+	_, sealed := conn.(*tls.Conn)
 	serve := func(j job) {
-		var data []byte
-		if j.data != nil {
-			data = *j.data
-		}
 		if j.req.op == opSync {
 			chs.wait(j.seq)
 		}
-		body, err := s.local.handle(ctx, j.req, data)
+		body, err := s.local.handle(ctx, j.req, j.data.bytes(), j.data.blockSums(), sealed)
 		if isChange(j.req.op) {
 			chs.end(j.seq)
 		}
 		if err := sc.reply(j.req.id, body, err); err != nil {
 			conn.Close()
 		}
-		if j.data != nil {
-			bufpool.Put(j.data)
-		}
+		j.data.put()
 		<-sem
 	}
 	hdr := make([]byte, reqHeaderSize)
@@ -209,12 +205,9 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 			log.Warn("chunk service bad request; closing the connection", "err", err)
 			return
 		}
-		var data *[]byte // nil: no data
-		if req.length > 0 {
-			data = bufpool.Get(int(req.length))
-			if err := readData(r, conn, *data); err != nil {
-				return
-			}
+		data, err := readRequestData(r, conn, req)
+		if err != nil {
+			return
 		}
 		var seq uint64
 		switch {

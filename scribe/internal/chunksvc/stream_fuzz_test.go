@@ -1,11 +1,14 @@
 package chunksvc
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 
@@ -60,8 +63,11 @@ func fuzzStore(t *testing.T) *chunkstore.Store {
 
 func encodeReq(r request, data []byte) []byte {
 	b := make([]byte, reqHeaderSize)
-	r.length = uint32(len(data))
+	r.length = uint32(len(data) + 4*len(r.sums))
 	r.encode(b)
+	for _, s := range r.sums {
+		b = binary.LittleEndian.AppendUint32(b, s)
+	}
 	return append(b, data...)
 }
 
@@ -88,6 +94,14 @@ func FuzzServerStream(f *testing.F) {
 	f.Add(append(encodeReq(request{op: opRegPut, id: 1, key: key, epoch: 1, count: uint32(len(entries))}, entries),
 		encodeReq(request{op: opRegGet, id: 2, key: key, epoch: 1}, nil)...))
 	f.Add(encodeReq(request{op: opRegPut, id: 1, key: key, epoch: 0, count: 3}, []byte{1, 2, 3}))
+	// Writes with checksums: right ones, then a wrong one in the middle
+	// (the stream is not TLS: the server must compute them all).
+	blocks := bytes.Repeat([]byte("0123456789abcdef"), 3*chunkstore.BlockSize/16)
+	sums := chunkstore.BlockSums(nil, blocks)
+	wrong := slices.Clone(sums)
+	wrong[1]++
+	f.Add(append(encodeReq(request{op: opWrite, flags: flagSums, id: 1, disk: disk, key: key, epoch: 1, off: 0, count: uint32(len(blocks)), sums: sums}, blocks),
+		encodeReq(request{op: opWrite, flags: flagSums | flagFUA, id: 2, disk: disk, key: key, epoch: 1, off: 8192, count: uint32(len(blocks)), sums: wrong}, blocks)...))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		store := fuzzStore(t)
 		defer store.Close()

@@ -39,7 +39,18 @@ const (
 	opLast
 )
 
-const flagFUA = 1
+// Request flags.
+const (
+	flagFUA = 1
+	// flagSums: a write's data is preceded by the CRC-32C of each of its
+	// blocks (u32 each; offset and count block-aligned), so the replica
+	// need not compute them (see LocalReplica.handle).
+	flagSums = 2
+)
+
+// sumsLen is the length of the checksums of a write of count bytes
+// (flagSums).
+func sumsLen(count uint32) uint32 { return count / chunkstore.BlockSize * 4 }
 
 // status codes of a response.
 const (
@@ -64,6 +75,9 @@ type request struct {
 	off    uint32
 	count  uint32 // bytes to read or zero; data length of a write
 	length uint32 // bytes of data following the header
+	// sums are the checksums a client sends with a write (flagSums),
+	// not part of the header; the server reads them into requestData.
+	sums []uint32
 }
 
 func (r *request) encode(b []byte) {
@@ -116,11 +130,15 @@ func decodeRequest(b []byte) (request, error) {
 		return request{}, fmt.Errorf("request magic %#x: %w", b[0], ErrProtocol)
 	case r.op == 0 || r.op >= opLast:
 		return request{}, fmt.Errorf("unknown op %d: %w", r.op, ErrProtocol)
-	case r.flags&^flagFUA != 0:
+	case r.flags&^(flagFUA|flagSums) != 0:
 		return request{}, fmt.Errorf("unknown flags %#x: %w", r.flags, ErrProtocol)
 	case r.count > MaxData || r.off > MaxData:
 		return request{}, fmt.Errorf("offset %d, count %d beyond %d: %w", r.off, r.count, MaxData, ErrProtocol)
-	case (r.op == opWrite || r.op == opRegPut) && r.length != r.count:
+	case r.flags&flagSums != 0 && (r.op != opWrite || r.count == 0 || r.off%chunkstore.BlockSize != 0 || r.count%chunkstore.BlockSize != 0):
+		return request{}, fmt.Errorf("op %d of [%d,+%d) with checksums: %w", r.op, r.off, r.count, ErrProtocol)
+	case r.flags&flagSums != 0 && r.length != r.count+sumsLen(r.count):
+		return request{}, fmt.Errorf("write of %d bytes with checksums carries %d: %w", r.count, r.length, ErrProtocol)
+	case (r.op == opWrite || r.op == opRegPut) && r.flags&flagSums == 0 && r.length != r.count:
 		return request{}, fmt.Errorf("write of %d bytes carries %d: %w", r.count, r.length, ErrProtocol)
 	case r.op == opRegPut && r.length%genreg.EntrySize != 0:
 		return request{}, fmt.Errorf("register put of %d bytes, not whole entries: %w", r.length, ErrProtocol)

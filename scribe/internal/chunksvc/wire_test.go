@@ -24,6 +24,7 @@ func sampleRequests() []request {
 		{op: opStat, id: 9},
 		{op: opRegGet, id: 10, key: chunkstore.ChunkKey{VSD: key.VSD}, epoch: 9},
 		{op: opRegPut, id: 11, key: chunkstore.ChunkKey{VSD: key.VSD}, epoch: 9, count: 2 * genreg.EntrySize, length: 2 * genreg.EntrySize},
+		{op: opWrite, flags: flagFUA | flagSums, id: 12, disk: chunkstore.ID{7}, key: key, epoch: 4, stamp: st, off: 8192, count: 8192, length: 8192 + 8},
 	}
 }
 
@@ -54,7 +55,17 @@ func TestRequestBoundsRefused(t *testing.T) {
 		"register part entry": func(r *request) {
 			r.op, r.count, r.length = opRegPut, genreg.EntrySize+1, genreg.EntrySize+1
 		},
-		"register get with data": func(r *request) { r.op, r.count, r.length = opRegGet, 8, 8 },
+		"register get with data":    func(r *request) { r.op, r.count, r.length = opRegGet, 8, 8 },
+		"checksums of a part block": func(r *request) { r.flags = flagSums },
+		"checksums at a part offset": func(r *request) {
+			r.flags, r.off, r.count, r.length = flagSums, 100, 4096, 4100
+		},
+		"checksums missing":    func(r *request) { r.flags, r.off, r.count, r.length = flagSums, 0, 8192, 8192 },
+		"checksums too many":   func(r *request) { r.flags, r.off, r.count, r.length = flagSums, 0, 4096, 4104 },
+		"checksums of nothing": func(r *request) { r.flags, r.off, r.count, r.length = flagSums, 0, 0, 0 },
+		"checksums on a register put": func(r *request) {
+			r.op, r.flags, r.count, r.length = opRegPut, flagSums, 4096, 4100
+		},
 	}
 	for name, mutate := range tests {
 		r := base
@@ -102,7 +113,14 @@ func FuzzDecodeRequest(f *testing.F) {
 			return
 		}
 		carries := r.op == opWrite || r.op == opRegPut
-		if r.count > MaxData || r.off > MaxData || (carries && r.length != r.count) || (!carries && r.length != 0) ||
+		want := r.count
+		if r.flags&flagSums != 0 {
+			want = r.count + r.count/chunkstore.BlockSize*4
+			if r.op != opWrite || r.count == 0 || r.count%chunkstore.BlockSize != 0 || r.off%chunkstore.BlockSize != 0 {
+				t.Fatalf("checksums on a request that cannot carry them: %+v", r)
+			}
+		}
+		if r.count > MaxData || r.off > MaxData || (carries && r.length != want) || (!carries && r.length != 0) ||
 			(r.op == opRegPut && r.length%genreg.EntrySize != 0) {
 			t.Fatalf("decoded out of bounds: %+v", r)
 		}

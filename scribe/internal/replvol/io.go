@@ -548,11 +548,29 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 // writePiece writes data, the piece pc of a write, to every replica of
 // extent ex, where the write is ordered as w, and ends w. sent is
 // apply's.
+//
+// A block-aligned piece of at least sumsMinWrite bytes has its block
+// checksums computed once here and handed to every replica with the
+// data (chunksvc's WriteSums), instead of each replica's store computing
+// them again.
 func (v *Volume) writePiece(ctx context.Context, pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, fua bool, sent func()) error {
 	defer ex.finish(w)
+	var sums []uint32
+	if pc.Off%chunkstore.BlockSize == 0 && pc.N%chunkstore.BlockSize == 0 && pc.N >= sumsMinWrite {
+		sp := sumsPool.Get().(*[]uint32)
+		defer sumsPool.Put(sp)
+		*sp = chunkstore.BlockSums((*sp)[:0], data)
+		sums = *sp
+	}
 	err := v.apply(ctx, pc.Extent, ex, true, func(ctx context.Context, r Replica, l loc, st chunkstore.Stamp) error {
+		if sw, ok := r.(sumsWriter); ok && sums != nil {
+			return sw.WriteSums(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, sums, fua)
+		}
 		return r.Write(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
 	}, func(ctx context.Context, c *chunksvc.Client, l loc, st chunkstore.Stamp) chunksvc.Pending {
+		if sums != nil {
+			return c.StartWriteSums(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, sums, fua)
+		}
 		return c.StartWrite(ctx, l.disk, v.key(pc.Extent), v.cfg.Epoch, st, pc.Off, data, fua)
 	}, sent)
 	if err != nil {
@@ -561,6 +579,23 @@ func (v *Volume) writePiece(ctx context.Context, pc chunkstore.Span, ex *extent,
 	ex.setBits(pc.Off, pc.N, true)
 	return nil
 }
+
+// sumsMinWrite is the smallest write piece whose checksums writePiece
+// computes for the replicas: below it the checksums on the wire and the
+// replica's check of two blocks save little.
+const sumsMinWrite = 64 << 10
+
+// sumsWriter is a Replica that takes a write's block checksums with its
+// data (chunksvc.LocalReplica and Client).
+type sumsWriter interface {
+	WriteSums(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, sums []uint32, fua bool) error
+}
+
+// sumsPool recycles writePiece's checksums (up to a whole chunk's).
+var sumsPool = sync.Pool{New: func() any {
+	s := make([]uint32, 0, chunkstore.MaxChunkSize/chunkstore.BlockSize)
+	return &s
+}}
 
 // ReadAt implements nbd.Backend. It reads the extents one after
 // another (the pieces of pieces, without the slice of them).
