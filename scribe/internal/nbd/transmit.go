@@ -149,18 +149,24 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 		// a worker so the reader goes on reading. A request arriving while
 		// one runs inline waits for it.
 		if alone && s.r.Buffered() == 0 {
-			s.serve(ctx, exp, size, req, bud, cost, buf)
+			s.serve(ctx, exp, size, req, bud, cost, buf, false)
 			continue
 		}
-		w.run(func() { s.serve(ctx, exp, size, req, bud, cost, buf) })
+		w.run(func() { s.serve(ctx, exp, size, req, bud, cost, buf, true) })
 	}
 }
 
-// serve handles req, then gives back its budget and payload buffer.
-func (s *session) serve(ctx context.Context, exp *export, size uint64, req request, bud *budget, cost int64, buf *[]byte) {
-	s.handle(ctx, exp, size, req)
+// serve handles req, then gives back its payload buffer, runs what a
+// DeferredWriter left of a write (only on a worker: deferred) and gives
+// back the request's budget. Counting the deferred work in the budget
+// bounds the workers busy with it.
+func (s *session) serve(ctx context.Context, exp *export, size uint64, req request, bud *budget, cost int64, buf *[]byte, deferred bool) {
+	rest := s.handle(ctx, exp, size, req, deferred)
 	if buf != nil {
 		bufpool.Put(buf)
+	}
+	if rest != nil {
+		rest()
 	}
 	bud.release(cost)
 }
@@ -176,12 +182,14 @@ var validFlags = map[uint16]uint16{
 }
 
 // handle serves one request and sends its reply; a reply that cannot be
-// written has already marked the session broken.
-func (s *session) handle(ctx context.Context, exp *export, size uint64, req request) {
+// written has already marked the session broken. With deferred, a write
+// without FUA to a DeferredWriter may leave work, which handle returns
+// for its caller to run after the reply.
+func (s *session) handle(ctx context.Context, exp *export, size uint64, req request, deferred bool) (rest func()) {
 	errno := s.check(exp, size, req)
 	if errno != 0 {
 		s.replyError(req, errno, "")
-		return
+		return nil
 	}
 	b := exp.backend
 	off, n := int64(req.offset), int64(req.length)
@@ -189,10 +197,16 @@ func (s *session) handle(ctx context.Context, exp *export, size uint64, req requ
 	switch req.typ {
 	case cmdRead:
 		s.read(ctx, b, req)
-		return
+		return nil
 	case cmdWrite:
-		if n > 0 {
-			err = b.WriteAt(ctx, req.data, off, req.flags&cmdFlagFUA != 0)
+		fua := req.flags&cmdFlagFUA != 0
+		dw, ok := b.(DeferredWriter)
+		switch {
+		case n == 0:
+		case deferred && !fua && ok:
+			rest, err = dw.WriteDeferred(ctx, req.data, off)
+		default:
+			err = b.WriteAt(ctx, req.data, off, fua)
 		}
 	case cmdFlush:
 		err = b.Flush(ctx)
@@ -210,13 +224,14 @@ func (s *session) handle(ctx context.Context, exp *export, size uint64, req requ
 		}
 	case cmdBlockStatus:
 		s.blockStatus(ctx, b, req)
-		return
+		return nil
 	}
 	if err != nil {
 		s.replyError(req, errnoOf(err), err.Error())
-		return
+		return rest
 	}
 	s.replySimple(req.cookie, 0, nil)
+	return rest
 }
 
 // check validates a request against the export; it returns an errno.
