@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/shoal-hci/shoal/scribe/internal/bufpool"
@@ -25,9 +26,11 @@ type request struct {
 
 // budget bounds the requests and payload bytes in flight on a connection.
 type budget struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
-	count    int
+	mu    sync.Mutex
+	cond  *sync.Cond
+	count int
+	// busy mirrors count, for reading without mu.
+	busy     atomic.Int32
 	bytes    int64
 	maxCount int
 	maxBytes int64
@@ -48,6 +51,7 @@ func (b *budget) acquire(n int64) (alone bool) {
 		b.cond.Wait()
 	}
 	b.count++
+	b.busy.Store(int32(b.count))
 	b.bytes += n
 	return b.count == 1
 }
@@ -55,6 +59,7 @@ func (b *budget) acquire(n int64) (alone bool) {
 func (b *budget) release(n int64) {
 	b.mu.Lock()
 	b.count--
+	b.busy.Store(int32(b.count))
 	b.bytes -= n
 	b.mu.Unlock()
 	b.cond.Broadcast()
@@ -96,6 +101,7 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	bud := newBudget(s.cfg.MaxInFlight, s.cfg.MaxInFlightBytes)
+	s.busy = &bud.busy // before any worker starts
 	w := &workers{work: make(chan func())}
 	defer w.stop()
 	size := uint64(exp.backend.Size())
