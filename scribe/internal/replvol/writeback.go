@@ -193,6 +193,19 @@ func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), e
 	buf := bufpool.Get(len(p))
 	copy(*buf, p)
 	return func() {
+		if len(pieces) == 1 {
+			x := pieces[0]
+			if v.writeAsync(x.pc, x.ex, x.w, (*buf)[x.pc.ReqStart:x.pc.ReqStart+x.pc.N], func(err error) {
+				bufpool.Put(buf)
+				if err != nil {
+					err = fmt.Errorf("write [%d,+%d): %w", off, x.pc.N, err)
+					v.cfg.Log.Error("replicated vsd: an acknowledged write failed; the next flush reports it", "vsd", v.cfg.VSD, "err", err)
+				}
+				v.wb.end(g, len(p), err)
+			}) {
+				return
+			}
+		}
 		var errs []error
 		for _, x := range pieces {
 			data := (*buf)[x.pc.ReqStart : x.pc.ReqStart+x.pc.N]
