@@ -29,7 +29,11 @@ type guarded struct {
 	removed *atomic.Bool // this VSD's: `shoal vsd rm` removed it
 }
 
-var _ nbd.Backend = guarded{}
+var (
+	_ nbd.Backend        = guarded{}
+	_ nbd.DeferredWriter = guarded{}
+	_ nbd.DeferredWriter = (*replvol.Volume)(nil)
+)
 
 func (g guarded) check() error {
 	switch {
@@ -55,6 +59,18 @@ func (g guarded) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 		return err
 	}
 	return g.volume.WriteAt(ctx, p, off, fua)
+}
+
+// WriteDeferred implements nbd.DeferredWriter when the volume does (a
+// replvol.Volume), else writes through WriteAt.
+func (g guarded) WriteDeferred(ctx context.Context, p []byte, off int64) (func(), error) {
+	if err := g.check(); err != nil {
+		return nil, err
+	}
+	if dw, ok := g.volume.(nbd.DeferredWriter); ok {
+		return dw.WriteDeferred(ctx, p, off)
+	}
+	return nil, g.volume.WriteAt(ctx, p, off, false)
 }
 
 func (g guarded) Flush(ctx context.Context) error {

@@ -31,7 +31,8 @@ type Client struct {
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan result
-	err     error // set once the connection failed
+	then    map[uint64]*callback // requests handed to Pending.Then
+	err     error                // set once the connection failed
 
 	done chan struct{} // closed when the reader exits
 
@@ -111,15 +112,25 @@ func (c *Client) readLoop() {
 		c.mu.Lock()
 		ch := c.pending[resp.id]
 		delete(c.pending, resp.id)
+		var cb *callback
+		if ch == nil && c.then != nil {
+			cb = c.then[resp.id]
+			delete(c.then, resp.id)
+		}
 		c.mu.Unlock()
-		if ch == nil {
-			continue // the caller gave up
-		}
+		res := result{body: body}
 		if resp.status != stOK {
-			ch <- result{err: remoteError(resp.status, string(body))}
-		} else {
-			ch <- result{body: body}
+			res = result{err: remoteError(resp.status, string(body))}
 		}
+		switch {
+		case ch != nil:
+			ch <- res
+		case cb != nil:
+			// Handled here: no goroutine to wake.
+			cb.stop()
+			cb.f(res.err)
+		}
+		// Neither: the caller gave up.
 	}
 	c.conn.Close()
 	c.mu.Lock()
@@ -128,7 +139,13 @@ func (c *Client) readLoop() {
 		ch <- result{err: c.err}
 		delete(c.pending, id)
 	}
+	cbs := c.then
+	c.then = nil
 	c.mu.Unlock()
+	for _, cb := range cbs {
+		cb.stop()
+		cb.f(c.err)
+	}
 }
 
 // resultChans recycles the channels calls wait on: one that delivered

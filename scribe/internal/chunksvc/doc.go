@@ -40,8 +40,13 @@
 //
 // Concurrency: Server serves connections and the requests on one
 // connection concurrently (at most ServerConfig.MaxInFlight per
-// connection). A Client is safe for concurrent use; once its connection
-// fails every call returns ErrUnreachable and the owner dials again.
+// connection); a responder that would flush yields first when other
+// requests are in flight, so responses completed together share a TLS
+// record and a send. A Client is safe for concurrent use; once its
+// connection fails every call returns ErrUnreachable and the owner dials
+// again. Pending.Then hands a response to a function run on the Client's
+// reader goroutine (or on the caller's, if it has arrived; or when the
+// context ends): such a function must not block or call the Client.
 //
 // Caveats: a Client does not redial by itself, and calls rely on their
 // context for a deadline (a silent peer is noticed only through it). An

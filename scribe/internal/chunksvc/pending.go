@@ -59,6 +59,62 @@ func (p *Pending) wait(ctx context.Context) ([]byte, error) {
 	return res.body, res.err
 }
 
+// Then arranges for f to be called once with what Wait would return,
+// instead of a Wait: at once, on this goroutine, if the response has
+// arrived or the request was not sent; else when the response arrives,
+// on the Client's reader goroutine; when ctx ends first (with ctx.Err(),
+// on a goroutine of its own; the response is then dropped); or when the
+// connection fails (with its error, on the reader goroutine). A response
+// handled by f wakes no goroutine, where a Wait that parked costs a
+// wake-up. f must not block, nor wait for a Client call: the reader
+// delivers no other response while it runs. After Then, p is spent, as
+// after Wait.
+func (p *Pending) Then(ctx context.Context, f func(error)) {
+	if p.err != nil {
+		f(p.err)
+		return
+	}
+	if p.ch == nil {
+		f(errWaited)
+		return
+	}
+	c, ch, id := p.c, p.ch, p.id
+	p.ch = nil
+	c.mu.Lock()
+	if _, ok := c.pending[id]; !ok {
+		// The reader took the entry: the result is on ch, or about to be.
+		c.mu.Unlock()
+		res := <-ch
+		resultChans.Put(ch)
+		f(res.err)
+		return
+	}
+	delete(c.pending, id)
+	resultChans.Put(ch) // the reader never saw it
+	cb := &callback{f: f}
+	cb.stop = context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		_, ok := c.then[id]
+		delete(c.then, id)
+		c.mu.Unlock()
+		if ok {
+			f(ctx.Err())
+		}
+	})
+	if c.then == nil {
+		c.then = map[uint64]*callback{}
+	}
+	c.then[id] = cb
+	c.mu.Unlock()
+}
+
+// callback is a request whose outcome goes to f (Pending.Then); stop
+// cancels its wait for the end of the context.
+type callback struct {
+	f    func(error)
+	stop func() bool
+}
+
 // start sends req with data without waiting for its response. It blocks
 // only while the connection is busy sending other requests.
 func (c *Client) start(ctx context.Context, req request, data []byte) Pending {

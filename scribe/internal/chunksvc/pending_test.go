@@ -273,3 +273,115 @@ func TestProtocolNegotiated(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// outcome collects what Pending.Then delivers, and how often.
+type outcome struct {
+	ch chan error
+}
+
+func newOutcome() *outcome { return &outcome{ch: make(chan error, 2)} }
+
+func (o *outcome) f(err error) { o.ch <- err }
+
+// one returns the single outcome delivered, failing if there is none or
+// a second comes with it.
+func (o *outcome) one(t *testing.T, what string) error {
+	t.Helper()
+	err := <-o.ch
+	select {
+	case again := <-o.ch:
+		t.Errorf("%s: Then's function called twice (%v, then %v)", what, err, again)
+	default:
+	}
+	return err
+}
+
+// TestPendingThen: Then delivers each call's own outcome once: a
+// response (OK or an error) arriving after Then, one that arrived before
+// it, the end of its context before the response (whose late response is
+// then dropped), and a connection failure; a second Then or Wait of a
+// spent Pending fails.
+func TestPendingThen(t *testing.T) {
+	cl, peer := dialScripted(t)
+	ctx := context.Background()
+
+	// Responses after Then, out of order, one refused.
+	a := cl.StartWrite(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, 0, make([]byte, 4096), false)
+	b := cl.StartWrite(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, 4096, make([]byte, 4096), false)
+	aID, _ := peer.next()
+	bID, _ := peer.next()
+	oa, ob := newOutcome(), newOutcome()
+	a.Then(ctx, oa.f)
+	b.Then(ctx, ob.f)
+	peer.respond(bID, stStale, "older epoch")
+	peer.respond(aID, stOK, "")
+	if err := oa.one(t, "a"); err != nil {
+		t.Errorf("a: Then got %v, want nil", err)
+	}
+	if err := ob.one(t, "b"); !errors.Is(err, chunkstore.ErrStaleEpoch) {
+		t.Errorf("b: Then got %v, want ErrStaleEpoch", err)
+	}
+	if err := a.Wait(ctx); err == nil {
+		t.Error("Wait after Then succeeded")
+	}
+
+	// A response that arrived before Then: delivered on this goroutine.
+	c := cl.StartSync(ctx)
+	d := cl.StartSync(ctx)
+	cID, _ := peer.next()
+	dID, _ := peer.next()
+	peer.respond(cID, stRange, "bad range")
+	peer.respond(dID, stOK, "")
+	if err := d.Wait(ctx); err != nil { // responses arrive in order: c's is in
+		t.Fatal(err)
+	}
+	var got error
+	called := false
+	c.Then(ctx, func(err error) { got, called = err, true })
+	if !called || !errors.Is(got, chunkstore.ErrRange) {
+		t.Errorf("Then of an arrived response: called %v with %v, want ErrRange at once", called, got)
+	}
+
+	// The context ends first; the late response is dropped.
+	ended, cancel := context.WithCancel(ctx)
+	e := cl.StartFree(ctx, pendDisk, pendKey, 1)
+	eID, _ := peer.next()
+	oe := newOutcome()
+	e.Then(ended, oe.f)
+	cancel()
+	if err := oe.one(t, "e"); !errors.Is(err, context.Canceled) {
+		t.Errorf("e: Then got %v, want context.Canceled", err)
+	}
+	peer.respond(eID, stStale, "too late")
+	f := cl.StartSync(ctx)
+	fID, _ := peer.next()
+	peer.respond(fID, stOK, "")
+	if err := f.Wait(ctx); err != nil {
+		t.Fatalf("call after a dropped late response: %v", err)
+	}
+	select {
+	case err := <-oe.ch:
+		t.Errorf("e: late response delivered too (%v)", err)
+	default:
+	}
+
+	// The connection fails with a Then pending.
+	g := cl.StartWrite(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, 0, make([]byte, 4096), false)
+	peer.next()
+	og := newOutcome()
+	g.Then(ctx, og.f)
+	peer.conn.Close()
+	if err := og.one(t, "g"); !errors.Is(err, chunksvc.ErrUnreachable) {
+		t.Errorf("g: Then got %v, want ErrUnreachable", err)
+	}
+	// Started after the failure: delivered at once.
+	h := cl.StartSync(ctx)
+	called = false
+	h.Then(ctx, func(err error) { got, called = err, true })
+	if !called || !errors.Is(got, chunksvc.ErrUnreachable) {
+		t.Errorf("Then after the failure: called %v with %v, want ErrUnreachable at once", called, got)
+	}
+	if err := cl.Err(); !errors.Is(err, chunksvc.ErrUnreachable) {
+		t.Errorf("Err = %v, want ErrUnreachable", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -155,9 +156,9 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 // serveStream serves requests read from conn (authenticated) until it
 // fails or sends something that does not decode.
 func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logger) {
-	sc := &serverConn{conn: conn, w: bufio.NewWriterSize(conn, 256<<10)}
-	r := bufio.NewReaderSize(conn, 256<<10)
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
+	sc := &serverConn{conn: conn, w: bufio.NewWriterSize(conn, 256<<10), inFlight: sem}
+	r := bufio.NewReaderSize(conn, 256<<10)
 	// Requests go to an idle handler, or a new one: handlers live as long
 	// as the connection, so the stacks the write path grows are reused.
 	// Request data comes from bufpool and goes back once the request is
@@ -248,12 +249,19 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 
 // serverConn writes responses; writers that find others waiting leave
 // the flush to the last of them, so pipelined responses share writes.
+// The last, when other requests are in flight, first lets the goroutines
+// ready to run (handlers finishing theirs) add their responses, so
+// responses completed together leave in one TLS record and one send
+// instead of one each (each send also wakes the peer's reader).
 type serverConn struct {
 	conn    net.Conn
 	mu      sync.Mutex
 	w       *bufio.Writer
 	waiting atomic.Int32
 	hdr     [respHeaderSize]byte
+	// inFlight holds a token per request read and not yet answered
+	// (serveStream's semaphore).
+	inFlight chan struct{}
 }
 
 func (c *serverConn) reply(id uint64, body []byte, err error) error {
@@ -273,11 +281,19 @@ func (c *serverConn) reply(id uint64, body []byte, err error) error {
 	if _, err := c.w.Write(body); err != nil {
 		return err
 	}
-	if c.waiting.Load() == 0 {
-		if err := c.w.Flush(); err != nil {
-			return err
-		}
-		return flushUnder(c.conn)
+	if c.waiting.Load() > 0 {
+		return nil // a writer waiting for mu flushes (or passes it on)
 	}
-	return nil
+	if len(c.inFlight) > 1 {
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
+		if c.w.Buffered() == 0 || c.waiting.Load() > 0 {
+			return nil // flushed meanwhile, or left to a waiting writer
+		}
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	return flushUnder(c.conn)
 }

@@ -25,6 +25,20 @@ type Backend interface {
 	BlockStatus(ctx context.Context, off, length int64, maxExtents int) ([]Extent, error)
 }
 
+// DeferredWriter is a Backend that can acknowledge a write before doing
+// all of it (a write-back cache). The server uses it for a WRITE without
+// FUA that a worker serves (not one the reading goroutine serves inline:
+// that goroutine must go back to reading): it sends the reply once
+// WriteDeferred returns, then runs rest on the same goroutine, which
+// saves handing the work to another goroutine. A FLUSH must cover the
+// write as soon as WriteDeferred has returned, whether rest ran or not.
+type DeferredWriter interface {
+	// WriteDeferred writes p at off as WriteAt without fua, except that
+	// it may leave work to rest (nil: none), which the caller must run
+	// exactly once. p may be reused once WriteDeferred returns.
+	WriteDeferred(ctx context.Context, p []byte, off int64) (rest func(), err error)
+}
+
 // ZeroFlags are the flags of a WRITE_ZEROES request.
 type ZeroFlags struct {
 	FUA bool

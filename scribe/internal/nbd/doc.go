@@ -22,10 +22,16 @@
 //     closes the connection; it never panics and never reaches the Backend.
 //
 // Concurrency: each connection has one reader goroutine that parses
-// requests and hands each to its own goroutine, bounded by
+// requests and hands each to a worker goroutine (or serves it itself when
+// it is the only one in flight and none is queued behind it), bounded by
 // Config.MaxInFlight requests and Config.MaxInFlightBytes bytes of
 // payload; replies are written whole under a per-connection mutex and may
-// go out in any order, matched by the client's cookie. FLUSH makes durable
+// go out in any order, matched by the client's cookie. The replier that
+// would flush yields first when other requests are in flight, so replies
+// completed together leave in one write. A Backend that is a
+// DeferredWriter (a write-back cache) gets the WRITEs without FUA that
+// workers serve through WriteDeferred: the worker replies, then runs the
+// work left (rest) itself, counted in the in-flight budget until done. FLUSH makes durable
 // every write that completed before the FLUSH was received, which is what
 // the protocol asks. Serve owns every goroutine it starts and waits for
 // them before returning. The Backend must be safe for concurrent use.

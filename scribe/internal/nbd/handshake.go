@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -33,6 +34,10 @@ type session struct {
 	// waiting leaves the flush to the last of them, so replies completed
 	// together leave in one write.
 	waiting atomic.Int32
+	// busy counts the requests in flight (transmission phase only, set
+	// before the first request): with others in flight, the writer that
+	// would flush first yields (see locked).
+	busy *atomic.Int32
 
 	noZeroes   bool
 	structured bool
@@ -127,7 +132,12 @@ func (s *session) send(bufs ...[]byte) error {
 
 // locked runs write, which writes one reply to bw, under wmu, and
 // flushes unless other replies wait for wmu (the last of them flushes).
-// A write that fails marks the session broken and hangs up.
+// With other requests in flight, the writer that would flush first lets
+// the goroutines ready to run add their replies (runtime.Gosched), so
+// replies completed together leave in one write (one wake-up of the
+// client) instead of one each; then it flushes unless someone did or a
+// writer waiting for wmu will. A write that fails marks the session
+// broken and hangs up.
 func (s *session) locked(write func(bw *bufio.Writer) error) error {
 	s.waiting.Add(1)
 	s.wmu.Lock()
@@ -138,6 +148,17 @@ func (s *session) locked(write func(bw *bufio.Writer) error) error {
 	}
 	err := write(s.bw)
 	if err == nil && s.waiting.Load() == 0 {
+		if s.busy != nil && s.busy.Load() > 1 {
+			s.wmu.Unlock()
+			runtime.Gosched()
+			s.wmu.Lock()
+			if s.broken {
+				return io.ErrClosedPipe
+			}
+			if s.bw.Buffered() == 0 || s.waiting.Load() > 0 {
+				return nil
+			}
+		}
 		err = s.bw.Flush()
 	}
 	if err != nil {

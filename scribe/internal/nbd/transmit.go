@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/shoal-hci/shoal/scribe/internal/bufpool"
@@ -25,9 +26,11 @@ type request struct {
 
 // budget bounds the requests and payload bytes in flight on a connection.
 type budget struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
-	count    int
+	mu    sync.Mutex
+	cond  *sync.Cond
+	count int
+	// busy mirrors count, for reading without mu.
+	busy     atomic.Int32
 	bytes    int64
 	maxCount int
 	maxBytes int64
@@ -48,6 +51,7 @@ func (b *budget) acquire(n int64) (alone bool) {
 		b.cond.Wait()
 	}
 	b.count++
+	b.busy.Store(int32(b.count))
 	b.bytes += n
 	return b.count == 1
 }
@@ -55,6 +59,7 @@ func (b *budget) acquire(n int64) (alone bool) {
 func (b *budget) release(n int64) {
 	b.mu.Lock()
 	b.count--
+	b.busy.Store(int32(b.count))
 	b.bytes -= n
 	b.mu.Unlock()
 	b.cond.Broadcast()
@@ -96,6 +101,7 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	bud := newBudget(s.cfg.MaxInFlight, s.cfg.MaxInFlightBytes)
+	s.busy = &bud.busy // before any worker starts
 	w := &workers{work: make(chan func())}
 	defer w.stop()
 	size := uint64(exp.backend.Size())
@@ -149,18 +155,24 @@ func (s *session) transmit(ctx context.Context, exp *export) error {
 		// a worker so the reader goes on reading. A request arriving while
 		// one runs inline waits for it.
 		if alone && s.r.Buffered() == 0 {
-			s.serve(ctx, exp, size, req, bud, cost, buf)
+			s.serve(ctx, exp, size, req, bud, cost, buf, false)
 			continue
 		}
-		w.run(func() { s.serve(ctx, exp, size, req, bud, cost, buf) })
+		w.run(func() { s.serve(ctx, exp, size, req, bud, cost, buf, true) })
 	}
 }
 
-// serve handles req, then gives back its budget and payload buffer.
-func (s *session) serve(ctx context.Context, exp *export, size uint64, req request, bud *budget, cost int64, buf *[]byte) {
-	s.handle(ctx, exp, size, req)
+// serve handles req, then gives back its payload buffer, runs what a
+// DeferredWriter left of a write (only on a worker: deferred) and gives
+// back the request's budget. Counting the deferred work in the budget
+// bounds the workers busy with it.
+func (s *session) serve(ctx context.Context, exp *export, size uint64, req request, bud *budget, cost int64, buf *[]byte, deferred bool) {
+	rest := s.handle(ctx, exp, size, req, deferred)
 	if buf != nil {
 		bufpool.Put(buf)
+	}
+	if rest != nil {
+		rest()
 	}
 	bud.release(cost)
 }
@@ -176,12 +188,14 @@ var validFlags = map[uint16]uint16{
 }
 
 // handle serves one request and sends its reply; a reply that cannot be
-// written has already marked the session broken.
-func (s *session) handle(ctx context.Context, exp *export, size uint64, req request) {
+// written has already marked the session broken. With deferred, a write
+// without FUA to a DeferredWriter may leave work, which handle returns
+// for its caller to run after the reply.
+func (s *session) handle(ctx context.Context, exp *export, size uint64, req request, deferred bool) (rest func()) {
 	errno := s.check(exp, size, req)
 	if errno != 0 {
 		s.replyError(req, errno, "")
-		return
+		return nil
 	}
 	b := exp.backend
 	off, n := int64(req.offset), int64(req.length)
@@ -189,10 +203,16 @@ func (s *session) handle(ctx context.Context, exp *export, size uint64, req requ
 	switch req.typ {
 	case cmdRead:
 		s.read(ctx, b, req)
-		return
+		return nil
 	case cmdWrite:
-		if n > 0 {
-			err = b.WriteAt(ctx, req.data, off, req.flags&cmdFlagFUA != 0)
+		fua := req.flags&cmdFlagFUA != 0
+		dw, ok := b.(DeferredWriter)
+		switch {
+		case n == 0:
+		case deferred && !fua && ok:
+			rest, err = dw.WriteDeferred(ctx, req.data, off)
+		default:
+			err = b.WriteAt(ctx, req.data, off, fua)
 		}
 	case cmdFlush:
 		err = b.Flush(ctx)
@@ -210,13 +230,14 @@ func (s *session) handle(ctx context.Context, exp *export, size uint64, req requ
 		}
 	case cmdBlockStatus:
 		s.blockStatus(ctx, b, req)
-		return
+		return nil
 	}
 	if err != nil {
 		s.replyError(req, errnoOf(err), err.Error())
-		return
+		return rest
 	}
 	s.replySimple(req.cookie, 0, nil)
+	return rest
 }
 
 // check validates a request against the export; it returns an errno.

@@ -65,7 +65,13 @@
 // it exclusively. A request to several replicas runs the first in the
 // caller's goroutine and the others on the Volume's fan-out workers, which
 // live until Close (Close waits for them; a request after Close runs them
-// in the caller).
+// in the caller). A write-back write of one extent (writeAsync) holds the
+// extent's lock shared from its writer goroutine until its last replica's
+// outcome arrives, and is completed there: often on a chunksvc.Client's
+// reader goroutine (Pending.Then), which therefore only does non-blocking
+// bookkeeping and hands failures (drops wait for the network) to a fan-out
+// worker. WriteDeferred (nbd.DeferredWriter) leaves taking a write-back
+// write to the replicas to the NBD worker that answered it.
 //
 // Rescan repeats Open's fence and scan for the extents left unavailable,
 // once the nodes they name are back.

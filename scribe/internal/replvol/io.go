@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
@@ -117,13 +118,14 @@ func (v *Volume) fanoutSent(ctx context.Context, reps []loc, f func(context.Cont
 	}
 	wg.Wait()
 	if sent != nil {
-		v.mu.Lock()
+		var reachedBuf [chunkstore.MaxMembers]loc
+		reached := reachedBuf[:0]
 		for i, r := range reps {
 			if kind[i] != skip {
-				v.written[r.node] = true
+				reached = append(reached, r)
 			}
 		}
-		v.mu.Unlock()
+		v.markSent(reached)
 		sent()
 	}
 	for i := range reps {
@@ -193,6 +195,16 @@ func (w *fanWorkers) stop() {
 	w.wg.Wait()
 }
 
+// markSent records that a write was sent to (or done on) every node of
+// reps: Flush syncs them (see fanoutSent).
+func (v *Volume) markSent(reps []loc) {
+	v.mu.Lock()
+	for _, r := range reps {
+		v.written[r.node] = true
+	}
+	v.mu.Unlock()
+}
+
 // markWritten records that node completed a write: Flush syncs it.
 func (v *Volume) markWritten(reps []loc, errs []error) {
 	v.mu.Lock()
@@ -257,26 +269,158 @@ func (v *Volume) apply(ctx context.Context, e uint64, ex *extent, create bool, o
 		errs := v.fanoutSent(ctx, reps, func(ctx context.Context, r Replica, l loc) error { return op(ctx, r, l, st) }, startSt, sent)
 		ex.mu.RUnlock()
 		v.markWritten(reps, errs)
-		var failed []loc
-		for i, err := range errs {
-			switch {
-			case err == nil:
-				continue
-			case errors.Is(err, chunkstore.ErrStaleEpoch):
-				return fenced(err)
-			case errors.Is(err, chunkstore.ErrRange), errors.Is(err, chunksvc.ErrProtocol), ctx.Err() != nil:
-				return fmt.Errorf("extent %d on node %s: %w", e, reps[i].node, err)
-			}
-			failed = append(failed, reps[i])
-		}
-		switch {
-		case len(failed) == 0:
-			return nil
-		case len(failed) == len(reps):
-			return fmt.Errorf("extent %d: every replica failed: %w", e, errors.Join(errs...))
-		}
-		return v.drop(ctx, e, ex, failed, errors.Join(errs...))
+		return v.settle(ctx, e, ex, reps, errs)
 	}
+}
+
+// settle is apply's outcome once every replica in reps answered (errs):
+// nil when all succeeded; else replicas that failed are dropped (see
+// drop), or the change fails. ex.mu is not held.
+func (v *Volume) settle(ctx context.Context, e uint64, ex *extent, reps []loc, errs []error) error {
+	var failed []loc
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, chunkstore.ErrStaleEpoch):
+			return fenced(err)
+		case errors.Is(err, chunkstore.ErrRange), errors.Is(err, chunksvc.ErrProtocol), ctx.Err() != nil:
+			return fmt.Errorf("extent %d on node %s: %w", e, reps[i].node, err)
+		}
+		failed = append(failed, reps[i])
+	}
+	switch {
+	case len(failed) == 0:
+		return nil
+	case len(failed) == len(reps):
+		return fmt.Errorf("extent %d: every replica failed: %w", e, errors.Join(errs...))
+	}
+	return v.drop(ctx, e, ex, failed, errors.Join(errs...))
+}
+
+// asyncWrite is a write-back write of one piece whose network replicas'
+// responses are handled where they arrive (chunksvc.Pending.Then) instead
+// of waited for (see writeAsync). The last of the writing goroutine and
+// those responses to finish completes it.
+type asyncWrite struct {
+	v      *Volume
+	pc     chunkstore.Span
+	ex     *extent
+	w      *rangeWrite
+	done   func(error)
+	cancel context.CancelFunc
+	left   atomic.Int32 // outcomes still to come, the writer's own included
+
+	repBuf [chunkstore.MaxMembers]loc
+	errBuf [chunkstore.MaxMembers]error
+	reps   []loc
+	errs   []error
+}
+
+// writeAsync is writePiece (without FUA, under v.bg) for a write-back
+// write: the network replicas' writes are sent, this node's replica
+// written, and the write completed (ex.finish, then done with its
+// outcome) by whichever finishes last, this goroutine or a Client's
+// reader goroutine delivering a response, so the writer does not park
+// waiting for the slower replica and no goroutine is woken to learn of
+// it. A replica failing hands the outcome to a fan worker (settle may
+// drop replicas, which waits for the network: never on a reader). It
+// reports false, having done nothing, when the write does not fit
+// (extent not placed or unavailable, a replica not resolved, more than
+// one replica outside the network): writePiece does it then. sent is
+// called as fanoutSent's: once the network writes are sent and this
+// node's is done, before any outcome is handled.
+//
+// The fan workers are not stopped while the write is held (Close drains
+// write-back writes first), so the hand-off never runs on the reader.
+func (v *Volume) writeAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, sent func(), done func(error)) bool {
+	ex.mu.RLock()
+	if ex.unavailable || !ex.present || len(ex.replicas) > chunkstore.MaxMembers {
+		ex.mu.RUnlock()
+		return false
+	}
+	a := &asyncWrite{v: v, pc: pc, ex: ex, w: w, done: done}
+	a.reps = append(a.repBuf[:0], ex.replicas...)
+	a.errs = a.errBuf[:len(a.reps)]
+	var (
+		rsBuf   [chunkstore.MaxMembers]Replica
+		pendBuf [chunkstore.MaxMembers]chunksvc.Pending
+	)
+	rs, pend := rsBuf[:len(a.reps)], pendBuf[:len(a.reps)]
+	local := -1
+	for i, l := range a.reps {
+		r, err := v.cfg.Pool.Replica(l.node)
+		if err != nil {
+			ex.mu.RUnlock()
+			return false
+		}
+		if _, ok := r.(*chunksvc.Client); !ok {
+			if local >= 0 {
+				ex.mu.RUnlock()
+				return false
+			}
+			local = i
+		}
+		rs[i] = r
+	}
+	st := ex.stamp()
+	var ctx context.Context
+	ctx, a.cancel = v.timeout(v.bg)
+	key := v.key(pc.Extent)
+	a.left.Store(int32(len(a.reps)))
+	for i, l := range a.reps {
+		if i != local {
+			pend[i] = rs[i].(*chunksvc.Client).StartWrite(ctx, l.disk, key, v.cfg.Epoch, st, pc.Off, data, false)
+		}
+	}
+	if local >= 0 {
+		a.errs[local] = rs[local].Write(ctx, a.reps[local].disk, key, v.cfg.Epoch, st, pc.Off, data, false)
+	}
+	v.markSent(a.reps)
+	sent()
+	for i := range a.reps {
+		if i != local {
+			pend[i].Then(ctx, func(err error) {
+				a.errs[i] = err
+				a.arrive()
+			})
+		}
+	}
+	if local >= 0 {
+		a.arrive()
+	}
+	return true
+}
+
+// arrive counts one outcome in; the last completes the write.
+func (a *asyncWrite) arrive() {
+	if a.left.Add(-1) != 0 {
+		return
+	}
+	v := a.v
+	a.cancel()
+	a.ex.mu.RUnlock()
+	v.markWritten(a.reps, a.errs)
+	for _, err := range a.errs {
+		if err != nil {
+			v.fan.run(a.settle)
+			return
+		}
+	}
+	a.ex.setBits(a.pc.Off, a.pc.N, true)
+	a.ex.finish(a.w)
+	a.done(nil)
+}
+
+// settle completes a write a replica failed, as apply would.
+func (a *asyncWrite) settle() {
+	v := a.v
+	err := v.settle(v.bg, a.pc.Extent, a.ex, a.reps, a.errs)
+	if err == nil {
+		a.ex.setBits(a.pc.Off, a.pc.N, true)
+	}
+	a.ex.finish(a.w)
+	a.done(mapErr(err))
 }
 
 // place chooses the replicas of a new extent.

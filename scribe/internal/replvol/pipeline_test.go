@@ -81,10 +81,23 @@ func dialSilent(t *testing.T) *chunksvc.Client {
 // answers, the write still completes within the fan-out's timeout, the
 // silent replica is dropped and the extent reported degraded.
 func TestPipelinedWriteToSilentReplica(t *testing.T) {
+	testWriteToSilentReplica(t, false)
+}
+
+// TestWriteBackWriteToSilentReplica is TestPipelinedWriteToSilentReplica
+// for a write-back write, whose remote response is handled where it
+// arrives (writeAsync, Pending.Then): when it never comes, the request
+// window's end completes the write, the replica is dropped and the next
+// Flush succeeds (the data is on the other replica).
+func TestWriteBackWriteToSilentReplica(t *testing.T) {
+	testWriteToSilentReplica(t, true)
+}
+
+func testWriteToSilentReplica(t *testing.T, writeBack bool) {
 	c := newCluster(t, 3)
 	ctx := context.Background()
 	pool := &silentPool{Pool: c.Pool("node1")}
-	v, err := replvol.Open(ctx, replvol.Config{VSD: vsdID, Size: volume, Epoch: 1, Pool: pool, LocalNode: "node1", Timeout: 4 * time.Second, Log: quiet})
+	v, err := replvol.Open(ctx, replvol.Config{VSD: vsdID, Size: volume, Epoch: 1, Pool: pool, LocalNode: "node1", Timeout: 4 * time.Second, Log: quiet, WriteBack: writeBack})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +109,9 @@ func TestPipelinedWriteToSilentReplica(t *testing.T) {
 	var hs []string
 	for ; int64(e)*chunk < volume; e++ {
 		if err := v.WriteAt(ctx, first, int64(e)*chunk+4096, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Flush(ctx); err != nil { // a write-back write lands
 			t.Fatal(err)
 		}
 		if hs = holders(c, e); slices.Contains(hs, "node1") {
@@ -117,6 +133,9 @@ func TestPipelinedWriteToSilentReplica(t *testing.T) {
 	base := int64(e) * chunk
 	if err := v.WriteAt(ctx, second, base+8192, false); err != nil {
 		t.Fatalf("write with %s silent: %v", remote, err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatalf("flush after a write with %s silent: %v", remote, err)
 	}
 	st := v.Status()
 	if len(st.Degraded) != 1 || st.Degraded[0].Extent != e {

@@ -1,6 +1,7 @@
 package replvol
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -141,9 +142,38 @@ func (w *writeBack) drain() {
 // (so later reads, writes and zeroes of those blocks come after it) and
 // hands it to a fan worker. A failure is reported by the next Flush.
 func (v *Volume) writeBehind(p []byte, off int64, ps []chunkstore.Span) error {
-	g, err := v.wb.begin(len(p))
+	rest, err := v.holdWrite(p, off, ps)
 	if err != nil {
 		return err
+	}
+	v.fan.run(rest)
+	return nil
+}
+
+// WriteDeferred implements nbd.DeferredWriter: a write that WriteAt would
+// acknowledge early (Config.WriteBack, no FUA, up to 128 KiB) is ordered
+// and copied, and rest, the work of taking it to the replicas, is
+// returned for the caller to run after its reply (on its own goroutine,
+// instead of a hand-off to a fan worker; rest must be run exactly once).
+// Any other write is done as by WriteAt and rest is nil.
+func (v *Volume) WriteDeferred(ctx context.Context, p []byte, off int64) (rest func(), err error) {
+	if v.cfg.ReadOnly || !v.cfg.WriteBack || len(p) > writeBackMaxWrite {
+		return nil, v.WriteAt(ctx, p, off, false)
+	}
+	ps, err := v.pieces(off, int64(len(p)))
+	if err != nil {
+		return nil, err
+	}
+	return v.holdWrite(p, off, ps)
+}
+
+// holdWrite is writeBehind but for the hand-off: it returns the work
+// left, which reports its outcome to the write-back group it was counted
+// in.
+func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), error) {
+	g, err := v.wb.begin(len(p))
+	if err != nil {
+		return nil, err
 	}
 	type piece struct {
 		pc chunkstore.Span
@@ -159,13 +189,13 @@ func (v *Volume) writeBehind(p []byte, off int64, ps []chunkstore.Span) error {
 			}
 			g.sent.Done()
 			v.wb.end(g, len(p), nil)
-			return err
+			return nil, err
 		}
 		pieces = append(pieces, piece{pc, ex, ex.order(pc.Off, pc.N)})
 	}
 	buf := bufpool.Get(len(p))
 	copy(*buf, p)
-	v.fan.run(func() {
+	return func() {
 		// The write counts as sent once its last piece is (the pieces
 		// before it are done by then), or when it ends short of that.
 		isSent := false
@@ -173,6 +203,19 @@ func (v *Volume) writeBehind(p []byte, off int64, ps []chunkstore.Span) error {
 			if !isSent {
 				isSent = true
 				g.sent.Done()
+			}
+		}
+		if len(pieces) == 1 {
+			x := pieces[0]
+			if v.writeAsync(x.pc, x.ex, x.w, (*buf)[x.pc.ReqStart:x.pc.ReqStart+x.pc.N], sent, func(err error) {
+				bufpool.Put(buf)
+				if err != nil {
+					err = fmt.Errorf("write [%d,+%d): %w", off, x.pc.N, err)
+					v.cfg.Log.Error("replicated vsd: an acknowledged write failed; the next flush reports it", "vsd", v.cfg.VSD, "err", err)
+				}
+				v.wb.end(g, len(p), err)
+			}) {
+				return
 			}
 		}
 		var errs []error
@@ -194,6 +237,5 @@ func (v *Volume) writeBehind(p []byte, off int64, ps []chunkstore.Span) error {
 			v.cfg.Log.Error("replicated vsd: an acknowledged write failed; the next flush reports it", "vsd", v.cfg.VSD, "err", err)
 		}
 		v.wb.end(g, len(p), err)
-	})
-	return nil
+	}, nil
 }

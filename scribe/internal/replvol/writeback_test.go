@@ -289,3 +289,50 @@ func TestFlushCoversWritesInFlight(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteDeferred: WriteDeferred orders a write-back write and leaves
+// taking it to the replicas to its caller (rest): until rest runs, no
+// replica has it, while a read of its blocks and a Flush wait for it;
+// once rest runs, both see it and both replicas hold it. A write that
+// write-back does not hold (over 128 KiB) is done at once, with no rest.
+func TestWriteDeferred(t *testing.T) {
+	c := newCluster(t, 3)
+	h := &holdPool{Pool: c.Pool("node1"), held: make(chan struct{}, 8), release: make(chan struct{})}
+	close(h.release) // hold nothing: count the writes reaching replicas
+	v := openWith(t, replvol.Config{Pool: h, Epoch: 1, LocalNode: "node1", WriteBack: true})
+	ctx := context.Background()
+	data := bytes.Repeat([]byte{0x5a}, 8192)
+	rest, err := v.WriteDeferred(ctx, data, 2*mib-4096)
+	if err != nil || rest == nil {
+		t.Fatalf("WriteDeferred: rest %v, err %v; want work left and no error", rest != nil, err)
+	}
+	clear(data[:4096]) // the caller may reuse its buffer at once
+	if n := len(h.held); n != 0 {
+		t.Fatalf("%d replica writes before rest ran, want 0", n)
+	}
+	got := make([]byte, 8192)
+	read := make(chan error, 1)
+	go func() { read <- v.ReadAt(ctx, got, 2*mib-4096) }()
+	flushed := make(chan error, 1)
+	go func() { flushed <- v.Flush(ctx) }()
+	rest()
+	if err := <-flushed; err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if err := <-read; err != nil || !bytes.Equal(got, bytes.Repeat([]byte{0x5a}, 8192)) {
+		t.Fatalf("read of a deferred write: %v, first byte %#x; want 0x5a", err, got[0])
+	}
+	// Two extents, two replicas each.
+	if n := len(h.held); n != 4 {
+		t.Fatalf("%d replica writes after rest, want 4 (2 pieces x 2 replicas)", n)
+	}
+	big := bytes.Repeat([]byte{7}, 256<<10)
+	rest, err = v.WriteDeferred(ctx, big, 0)
+	if err != nil || rest != nil {
+		t.Fatalf("WriteDeferred of 256 KiB: rest %v, err %v; want it written through", rest != nil, err)
+	}
+	got = make([]byte, len(big))
+	if err := v.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("read of a written-through WriteDeferred: %v", err)
+	}
+}

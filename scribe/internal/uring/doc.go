@@ -24,6 +24,14 @@
 //     queues an entry and finds no io_uring_enter in progress calls it
 //     for every queued entry, again until none is left, so concurrent
 //     callers share one system call (and the block layer one plug).
+//     When other requests are in flight it first yields
+//     (runtime.Gosched, marked as submitting): goroutines ready to run,
+//     such as other writers of a queue depth 32 client, queue their
+//     entries meanwhile and leave the call to it, so one io_uring_enter
+//     carries several entries and a virtio disk gets one notification
+//     (a VM exit, ~8-13 % of a scribe process's CPU at one per write)
+//     for them all. With nothing else ready the yield returns at once;
+//     a lone request (queue depth 1) does not yield.
 //   - The completion queue head is advanced only under Ring.cqMu, by the
 //     reaper or by a caller that finds the lock free before parking.
 //   - A call that is the only one in flight waits for its completion in

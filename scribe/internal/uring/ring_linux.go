@@ -345,6 +345,16 @@ func (r *Ring) submit(id uint32, e sqe, buf []byte) {
 		return
 	}
 	r.submitting = true
+	if r.inflight.Load() > 1 {
+		// Others are in flight, so more entries may be on their way:
+		// let the goroutines ready to run queue theirs first (they see
+		// submitting and leave the system call to this one), so one
+		// io_uring_enter, and the block layer one plug and one device
+		// notification, carries them all.
+		r.mu.Unlock()
+		runtime.Gosched()
+		r.mu.Lock()
+	}
 	for r.pending > 0 {
 		n := r.pending
 		r.pending = 0
