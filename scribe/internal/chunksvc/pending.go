@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 )
@@ -142,7 +143,17 @@ func (c *Client) start(ctx context.Context, req request, data []byte) Pending {
 	if err == nil {
 		err = c.writeData(req.sums, data)
 	}
-	if err == nil && c.waiting.Load() == 0 {
+	// The last writer flushes. When other requests are in flight it
+	// first yields, so goroutines ready to send theirs (writers of a
+	// queue depth 32 client) add them to the same TLS record and send.
+	flush := err == nil && c.waiting.Load() == 0
+	if flush && c.othersInFlight() {
+		c.wmu.Unlock()
+		runtime.Gosched()
+		c.wmu.Lock()
+		flush = c.w.Buffered() > 0 && c.waiting.Load() == 0
+	}
+	if flush {
 		if err = c.w.Flush(); err == nil {
 			err = flushUnder(c.conn)
 		}
@@ -152,6 +163,14 @@ func (c *Client) start(ctx context.Context, req request, data []byte) Pending {
 		c.conn.Close() // the reader fails every pending call
 	}
 	return Pending{c: c, id: req.id, ch: ch}
+}
+
+// othersInFlight reports whether more than one request awaits its
+// response.
+func (c *Client) othersInFlight() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)+len(c.then) > 1
 }
 
 // call sends req with data and waits for its response body.
