@@ -23,10 +23,11 @@ type Client struct {
 	conn net.Conn
 	addr string
 
-	wmu     sync.Mutex
-	w       *bufio.Writer
-	waiting atomic.Int32
-	hdr     [reqHeaderSize]byte
+	wmu       sync.Mutex
+	w         *bufio.Writer
+	unflushed bool // under wmu: requests written but not flushed (see start)
+	waiting   atomic.Int32
+	hdr       [reqHeaderSize]byte
 
 	mu      sync.Mutex
 	nextID  uint64

@@ -146,17 +146,24 @@ func (c *Client) start(ctx context.Context, req request, data []byte) Pending {
 	// The last writer flushes. When other requests are in flight it
 	// first yields, so goroutines ready to send theirs (writers of a
 	// queue depth 32 client) add them to the same TLS record and send.
+	// After the yield it flushes unless another writer has flushed
+	// meanwhile or is about to (unflushed: what was written, into c.w or
+	// straight through TLS into the batchConn under it, has not been
+	// flushed; c.w alone may be empty while a large write's records wait
+	// in the batchConn).
+	c.unflushed = true
 	flush := err == nil && c.waiting.Load() == 0
 	if flush && c.othersInFlight() {
 		c.wmu.Unlock()
 		runtime.Gosched()
 		c.wmu.Lock()
-		flush = c.w.Buffered() > 0 && c.waiting.Load() == 0
+		flush = c.unflushed && c.waiting.Load() == 0
 	}
 	if flush {
 		if err = c.w.Flush(); err == nil {
 			err = flushUnder(c.conn)
 		}
+		c.unflushed = false
 	}
 	c.wmu.Unlock()
 	if err != nil {

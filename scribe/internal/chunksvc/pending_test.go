@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/shoal-hci/shoal/scribe/internal/chunkstore"
 	"github.com/shoal-hci/shoal/scribe/internal/chunksvc"
@@ -384,4 +385,32 @@ func TestPendingThen(t *testing.T) {
 	if err := cl.Err(); !errors.Is(err, chunksvc.ErrUnreachable) {
 		t.Errorf("Err = %v, want ErrUnreachable", err)
 	}
+}
+
+// TestLargeWriteSentWithOthersInFlight: a 1 MiB write started while
+// other requests await their responses reaches the peer whole, with no
+// later request to push it out. (A sender that yields before its flush
+// once skipped the flush when its own buffer was empty, leaving the
+// write's last TLS records in the buffer under TLS: 1 MiB writes at
+// queue depth 8 fell to a fifth of their rate.)
+func TestLargeWriteSentWithOthersInFlight(t *testing.T) {
+	cl, peer := dialScripted(t)
+	ctx := context.Background()
+	small := make([]byte, chunkstore.BlockSize)
+	var held []chunksvc.Pending
+	for range 2 {
+		held = append(held, cl.StartWrite(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, 0, small, false))
+	}
+	for range 2 {
+		peer.next()
+	}
+	big := make([]byte, 1<<20)
+	pd := cl.StartWrite(ctx, pendDisk, pendKey, 1, chunkstore.Stamp{}, 0, big, false)
+	peer.conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // fails the read below instead of hanging
+	id, op := peer.next()
+	peer.respond(id, 0, "")
+	if err := pd.Wait(ctx); err != nil || op != 1 {
+		t.Fatalf("1 MiB write: op %d, %v", op, err)
+	}
+	_ = held // left unanswered: the client's cleanup fails them
 }
