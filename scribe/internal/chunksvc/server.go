@@ -259,6 +259,8 @@ type serverConn struct {
 	w       *bufio.Writer
 	waiting atomic.Int32
 	hdr     [respHeaderSize]byte
+	// unflushed (under mu): responses written and not flushed yet.
+	unflushed bool
 	// inFlight holds a token per request read and not yet answered
 	// (serveStream's semaphore).
 	inFlight chan struct{}
@@ -281,6 +283,9 @@ func (c *serverConn) reply(id uint64, body []byte, err error) error {
 	if _, err := c.w.Write(body); err != nil {
 		return err
 	}
+	// unflushed, not c.w.Buffered(): a large body goes through c.w
+	// straight into the batchConn under TLS, which a flush must push.
+	c.unflushed = true
 	if c.waiting.Load() > 0 {
 		return nil // a writer waiting for mu flushes (or passes it on)
 	}
@@ -288,10 +293,11 @@ func (c *serverConn) reply(id uint64, body []byte, err error) error {
 		c.mu.Unlock()
 		runtime.Gosched()
 		c.mu.Lock()
-		if c.w.Buffered() == 0 || c.waiting.Load() > 0 {
+		if !c.unflushed || c.waiting.Load() > 0 {
 			return nil // flushed meanwhile, or left to a waiting writer
 		}
 	}
+	c.unflushed = false
 	if err := c.w.Flush(); err != nil {
 		return err
 	}
