@@ -41,13 +41,16 @@ Usage: shoal-qa [--dir D] bench scribe [--runtime 3s] [--rows FILTER] [--size 1G
             --in-process measures instead two in-process nodes over loopback
             (scribe/fiobench). The cluster is brought up in D and removed
             afterwards unless --keep.
+            Rows (--rows picks those whose name contains FILTER, e.g. "QD32",
+            "flush"): 4k randwrite QD1, 4k randwrite QD32, 4k randread QD1,
+            4k randread QD32, 1M seq write QD8, 1M seq read QD8, 4k write+flush QD1.
 `
 
 // benchMain runs `shoal-qa bench ...`.
 func benchMain(ctx context.Context, dir string, args []string) error {
 	if len(args) == 0 || args[0] != "scribe" {
 		fmt.Print(benchUsage)
-		if len(args) == 0 || args[0] == "help" {
+		if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 			return nil
 		}
 		return usageError(fmt.Sprintf("unknown benchmark %q", args[0]))
@@ -65,8 +68,8 @@ func benchMain(ctx context.Context, dir string, args []string) error {
 	shoalBin := fs.String("shoal", "", "shoal binary (default: build it)")
 	keep := fs.Bool("keep", false, "leave the cluster up afterwards")
 	inProcess := fs.Bool("in-process", false, "measure two in-process nodes over loopback instead of a cluster")
-	if err := fs.Parse(args[1:]); err != nil {
-		return usageError(err.Error())
+	if err := parseFlags(fs, args[1:], benchUsage); err != nil {
+		return err
 	}
 	sz, err1 := parseSize(*size)
 	sp, err2 := parseSize(*span)

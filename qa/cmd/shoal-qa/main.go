@@ -79,8 +79,12 @@ func run(args []string) int {
 	}
 	err := dispatch(ctx, verb, *dir, args)
 	var uerr usageError
+	var help helpRequested
 	switch {
 	case err == nil:
+		return 0
+	case errors.As(err, &help):
+		fmt.Print(string(help))
 		return 0
 	case errors.As(err, &uerr):
 		fmt.Fprintf(os.Stderr, "shoal-qa %s: %v\n", verb, err)
@@ -98,6 +102,24 @@ func run(args []string) int {
 type usageError string
 
 func (e usageError) Error() string { return string(e) }
+
+// helpRequested is returned for -h or --help: run prints the usage text it
+// holds to stdout and exits 0.
+type helpRequested string
+
+func (h helpRequested) Error() string { return "help requested" }
+
+// parseFlags parses args into fs; -h or --help yields helpRequested(text).
+func parseFlags(fs *flag.FlagSet, args []string, text string) error {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return helpRequested(text)
+	case err != nil:
+		return usageError(err.Error())
+	}
+	return nil
+}
 
 func dispatch(ctx context.Context, verb, dir string, args []string) error {
 	fs := flag.NewFlagSet(verb, flag.ContinueOnError)
@@ -120,8 +142,8 @@ func dispatch(ctx context.Context, verb, dir string, args []string) error {
 	fs.Var(&envList, "env", "KEY=VALUE added to every daemon's environment, repeated (up)")
 	// Flags end at the first argument that is not one, so for exec the
 	// command's own flags are left alone.
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	if err := parseFlags(fs, args, usage); err != nil {
+		return err
 	}
 	args = fs.Args()
 	needArgs := func(n int, what string) error {

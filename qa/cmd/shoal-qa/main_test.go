@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -56,6 +59,28 @@ func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{"bogus"}, {"kill"}, {"partition", "node1"}, {"up", "extra"}, {"exec", "node1"}, {"disk-fail", "node1"}} {
 		if code := run(args); code != 2 {
 			t.Errorf("shoal-qa %q exited %d, want 2 (usage)", args, code)
+		}
+	}
+}
+
+func TestHelpPrintsUsage(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"up", "-h"}, "Usage: shoal-qa [--dir D] VERB"},
+		{[]string{"down", "--help"}, "Usage: shoal-qa [--dir D] VERB"},
+		{[]string{"vm", "up", "-h"}, "shoal-qa vm:"},
+		{[]string{"bench", "scribe", "-h"}, "4k write+flush QD1"},
+	}
+	for _, tt := range tests {
+		err := dispatch(context.Background(), tt.args[0], t.TempDir(), tt.args[1:])
+		var help helpRequested
+		if !errors.As(err, &help) || !strings.Contains(string(help), tt.want) {
+			t.Errorf("shoal-qa %q: %v, want help text containing %q", tt.args, err, tt.want)
+		}
+		if code := run(append([]string{"--dir", t.TempDir()}, tt.args...)); code != 0 {
+			t.Errorf("shoal-qa %q exited %d, want 0", tt.args, code)
 		}
 	}
 }

@@ -65,8 +65,8 @@ func vmMain(ctx context.Context, dir string, args []string) error {
 		lines    = fs.Int("lines", 40, "console lines, 0 for all (console)")
 		all      = fs.Bool("all", false, "every image-level cluster on the machine (down)")
 	)
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+	if err := parseFlags(fs, args, vmUsage); err != nil {
+		return err
 	}
 	args = fs.Args()
 	vmDir := filepath.Join(dir, "vm")
