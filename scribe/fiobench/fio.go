@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -202,20 +203,44 @@ type Measure struct {
 	CPUPerIO time.Duration
 }
 
-// Table holds the suite's figures: Values[row][target].
+// Table holds the suite's figures: Values[row][target], the median over
+// the rounds when a row ran more than once.
 type Table struct {
 	// Note describes the run (printed first).
 	Note    string
 	Targets []string
 	Rows    []Row
 	Values  [][]Measure
+	// Rounds[row][round][target] are the single runs behind Values;
+	// empty when the table was built by hand.
+	Rounds [][][]Measure
+}
+
+// Plan says what MeasureAll runs.
+type Plan struct {
+	// Span is the range the rows address, prefilled. Zero value: 256 MiB.
+	Span int64
+	// Runtime per run. Zero value: 3 s.
+	Runtime time.Duration
+	// Rows keeps only rows whose name contains it. Zero value: all.
+	Rows string
+	// Repeat runs every row this many rounds, each round every target
+	// once, the order reversed every other round so a drift in the
+	// machine's load does not favour one target. Zero value: 1.
+	Repeat int
 }
 
 // MeasureAll prefills every target (span bytes written sequentially, so
-// reads hit data) and runs every row whose name contains filter against
-// each, runtime per run.
-func MeasureAll(ctx context.Context, targets []Target, span int64, runtime time.Duration, filter string) (*Table, error) {
-	spanArg := fmt.Sprintf("--size=%d", span)
+// reads hit data) and runs the plan's rows against each.
+func MeasureAll(ctx context.Context, targets []Target, p Plan) (*Table, error) {
+	if p.Span == 0 {
+		p.Span = 256 << 20
+	}
+	if p.Runtime == 0 {
+		p.Runtime = 3 * time.Second
+	}
+	p.Repeat = max(p.Repeat, 1)
+	spanArg := fmt.Sprintf("--size=%d", p.Span)
 	for _, t := range targets {
 		if _, err := Fio(ctx, t.URI, "--rw=write", "--bs=1M", "--iodepth=8", spanArg); err != nil {
 			return nil, fmt.Errorf("prefill %s: %w", t.Name, err)
@@ -226,34 +251,98 @@ func MeasureAll(ctx context.Context, targets []Target, span int64, runtime time.
 		tab.Targets = append(tab.Targets, t.Name)
 	}
 	for _, row := range Rows() {
-		if filter != "" && !strings.Contains(row.Name, filter) {
+		if p.Rows != "" && !strings.Contains(row.Name, p.Rows) {
 			continue
 		}
-		args := append([]string{spanArg, "--time_based", fmt.Sprintf("--runtime=%d", max(1, int(runtime.Seconds())))}, row.Args...)
-		var ms []Measure
-		for _, t := range targets {
-			cpu0 := t.CPU()
-			r, err := Fio(ctx, t.URI, args...)
-			if err != nil {
-				return nil, fmt.Errorf("%s on %s: %w", row.Name, t.Name, err)
+		args := append([]string{spanArg, "--time_based", fmt.Sprintf("--runtime=%d", max(1, int(p.Runtime.Seconds())))}, row.Args...)
+		var rounds [][]Measure
+		for round := range p.Repeat {
+			ms := make([]Measure, len(targets))
+			for k := range targets {
+				i := k
+				if round%2 == 1 {
+					i = len(targets) - 1 - k
+				}
+				t := targets[i]
+				cpu0 := t.CPU()
+				r, err := Fio(ctx, t.URI, args...)
+				if err != nil {
+					return nil, fmt.Errorf("%s on %s: %w", row.Name, t.Name, err)
+				}
+				cpu := t.CPU() - cpu0
+				ms[i] = Measure{Value: r.Value(row), CPUPerIO: time.Duration(1e9 * cpu / float64(max(r.IOs, 1)))}
 			}
-			cpu := t.CPU() - cpu0
-			ms = append(ms, Measure{Value: r.Value(row), CPUPerIO: time.Duration(1e9 * cpu / float64(max(r.IOs, 1)))})
+			rounds = append(rounds, ms)
+		}
+		med := make([]Measure, len(targets))
+		for i := range targets {
+			med[i] = Measure{
+				Value:    median(rounds, func(m []Measure) float64 { return m[i].Value }),
+				CPUPerIO: time.Duration(median(rounds, func(m []Measure) float64 { return float64(m[i].CPUPerIO) })),
+			}
 		}
 		tab.Rows = append(tab.Rows, row)
-		tab.Values = append(tab.Values, ms)
+		tab.Values = append(tab.Values, med)
+		tab.Rounds = append(tab.Rounds, rounds)
 	}
 	return tab, nil
 }
 
-// Ratio is target i's value over the last target's (the reference) for
-// row r, 0 when the reference measured nothing.
-func (t *Table) Ratio(r, i int) float64 {
-	ref := t.Values[r][len(t.Targets)-1].Value
+// median is the median of f over the rounds (the mean of the middle two
+// for an even count).
+func median(rounds [][]Measure, f func([]Measure) float64) float64 {
+	if len(rounds) == 0 {
+		return 0
+	}
+	v := make([]float64, len(rounds))
+	for k, m := range rounds {
+		v[k] = f(m)
+	}
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// ratio is target i's value over the last target's (the reference), 0
+// when the reference measured nothing.
+func ratio(m []Measure, i int) float64 {
+	ref := m[len(m)-1].Value
 	if ref == 0 {
 		return 0
 	}
-	return t.Values[r][i].Value / ref
+	return m[i].Value / ref
+}
+
+// Ratio is target i's value over the last target's (the reference) for
+// row r: with several rounds, the median of each round's ratio, so a
+// target is compared with the reference measured next to it.
+func (t *Table) Ratio(r, i int) float64 {
+	if r < len(t.Rounds) && len(t.Rounds[r]) > 0 {
+		return median(t.Rounds[r], func(m []Measure) float64 { return ratio(m, i) })
+	}
+	return ratio(t.Values[r], i)
+}
+
+// RatioRange is the lowest and highest of row r's per-round ratios for
+// target i (both Ratio with one round).
+func (t *Table) RatioRange(r, i int) (lo, hi float64) {
+	if r >= len(t.Rounds) || len(t.Rounds[r]) == 0 {
+		x := t.Ratio(r, i)
+		return x, x
+	}
+	for k, m := range t.Rounds[r] {
+		x := ratio(m, i)
+		if k == 0 || x < lo {
+			lo = x
+		}
+		if k == 0 || x > hi {
+			hi = x
+		}
+	}
+	return lo, hi
 }
 
 // String formats the table: for every target its value, its ratio to the
@@ -263,11 +352,21 @@ func (t *Table) String() string {
 	if t.Note != "" {
 		fmt.Fprintf(&b, "%s\n", t.Note)
 	}
+	rounds := 0
+	for _, rs := range t.Rounds {
+		rounds = max(rounds, len(rs))
+	}
+	if rounds > 1 {
+		fmt.Fprintf(&b, "%d rounds per row: medians, ratios the median of each round's, their range in brackets\n", rounds)
+	}
 	fmt.Fprintf(&b, "%-20s", "row")
 	for i, n := range t.Targets {
 		fmt.Fprintf(&b, " %16s", n)
 		if i < len(t.Targets)-1 {
 			fmt.Fprintf(&b, " %7s", "ratio")
+			if rounds > 1 {
+				fmt.Fprintf(&b, " %11s", "range")
+			}
 		}
 		fmt.Fprintf(&b, " %11s", "CPU/IO")
 	}
@@ -278,6 +377,10 @@ func (t *Table) String() string {
 			fmt.Fprintf(&b, " %11.0f %4s", m.Value, row.Unit)
 			if i < len(t.Targets)-1 {
 				fmt.Fprintf(&b, " %6.2fx", t.Ratio(r, i))
+				if rounds > 1 {
+					lo, hi := t.RatioRange(r, i)
+					fmt.Fprintf(&b, " %11s", fmt.Sprintf("[%.2f-%.2f]", lo, hi))
+				}
 			}
 			fmt.Fprintf(&b, " %8.1f µs", float64(m.CPUPerIO)/1e3)
 		}

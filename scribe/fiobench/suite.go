@@ -33,6 +33,8 @@ type Config struct {
 	Runtime time.Duration
 	// Rows keeps only rows whose name contains it. Zero value: all.
 	Rows string
+	// Repeat runs every row this many rounds (Plan.Repeat). Zero value: 1.
+	Repeat int
 	// Buffered opens the chunk stores through the page cache.
 	// Zero value: O_DIRECT, like qemu-nbd --cache=none.
 	Buffered bool
@@ -94,7 +96,7 @@ func Run(ctx context.Context, cfg Config) (*Table, error) {
 		return nil, err
 	}
 	defer q.Stop()
-	tab, err := MeasureAll(ctx, []Target{scribe, {Name: "qemu-nbd", URI: q.URI, CPU: q.CPU}}, cfg.Span, cfg.Runtime, cfg.Rows)
+	tab, err := MeasureAll(ctx, []Target{scribe, {Name: "qemu-nbd", URI: q.URI, CPU: q.CPU}}, Plan{Span: cfg.Span, Runtime: cfg.Runtime, Rows: cfg.Rows, Repeat: cfg.Repeat})
 	if tab != nil {
 		tab.Note = fmt.Sprintf("GOMAXPROCS=%d, %d CPUs, chunk stores %s", runtime.GOMAXPROCS(0), runtime.NumCPU(), map[bool]string{false: "O_DIRECT", true: "buffered"}[cfg.Buffered])
 	}

@@ -76,3 +76,45 @@ func TestProcCPUMalformed(t *testing.T) {
 		t.Fatalf("CPU of this process: %v", got)
 	}
 }
+
+func TestTableRounds(t *testing.T) {
+	row := func(s, q float64) []Measure {
+		return []Measure{{Value: s, CPUPerIO: time.Duration(s) * time.Microsecond}, {Value: q}}
+	}
+	tab := &Table{
+		Targets: []string{"scribe", "qemu-nbd"},
+		Rows:    Rows()[:1],
+		Values:  [][]Measure{{{Value: 150}, {Value: 200}}},
+		// Rounds 0.5x, 1.0x and 2.0x: the median ratio is 1.0x although
+		// the median values (150 and 200) give 0.75x.
+		Rounds: [][][]Measure{{row(100, 200), row(150, 150), row(400, 200)}},
+	}
+	if got := tab.Ratio(0, 0); got != 1 {
+		t.Errorf("ratio %v, want the median round's 1", got)
+	}
+	if lo, hi := tab.RatioRange(0, 0); lo != 0.5 || hi != 2 {
+		t.Errorf("range %v-%v, want 0.5-2", lo, hi)
+	}
+	s := tab.String()
+	for _, want := range []string{"3 rounds per row", "1.00x", "[0.50-2.00]"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("table lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	val := func(m []Measure) float64 { return m[0].Value }
+	for _, tt := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		var rounds [][]Measure
+		for _, v := range tt.in {
+			rounds = append(rounds, []Measure{{Value: v}})
+		}
+		if got := median(rounds, val); got != tt.want {
+			t.Errorf("median(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

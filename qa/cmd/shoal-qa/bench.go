@@ -20,7 +20,7 @@ import (
 
 const benchUsage = `shoal-qa bench: figures on this machine (needs root, fio with the nbd engine, qemu-nbd, qemu-io).
 
-Usage: shoal-qa [--dir D] bench scribe [--runtime 3s] [--rows FILTER] [--size 1G] [--span 256M]
+Usage: shoal-qa [--dir D] bench scribe [--runtime 3s] [--rows FILTER] [--repeat N] [--size 1G] [--span 256M]
                                         [--disk-size 4G] [--disk-mode file|loop|fuse]
                                         [--env KEY=VALUE]... [--shoal BIN] [--keep] [--in-process]
 
@@ -41,6 +41,10 @@ Usage: shoal-qa [--dir D] bench scribe [--runtime 3s] [--rows FILTER] [--size 1G
             --in-process measures instead two in-process nodes over loopback
             (scribe/fiobench). The cluster is brought up in D and removed
             afterwards unless --keep.
+            --repeat N runs every row N rounds, each target once per round and
+            the order reversed every other round; it prints medians, each ratio
+            the median of the rounds' ratios, and their range: use it when the
+            machine is busy or a ratio sits near 1.
             Rows (--rows picks those whose name contains FILTER, e.g. "QD32",
             "flush"): 4k randwrite QD1, 4k randwrite QD32, 4k randread QD1,
             4k randread QD32, 1M seq write QD8, 1M seq read QD8, 4k write+flush QD1.
@@ -59,6 +63,7 @@ func benchMain(ctx context.Context, dir string, args []string) error {
 	fs.SetOutput(io.Discard)
 	runtimeF := fs.Duration("runtime", 3*time.Second, "seconds per row and server")
 	rows := fs.String("rows", "", "only rows whose name contains this")
+	repeat := fs.Int("repeat", 1, "rounds per row; ratios are then medians of each round's")
 	size := fs.String("size", "1G", "VSD and raw file size")
 	span := fs.String("span", "256M", "range the rows address (prefilled)")
 	diskSize := fs.String("disk-size", "4G", "size of each data disk (2 per node)")
@@ -75,18 +80,22 @@ func benchMain(ctx context.Context, dir string, args []string) error {
 	sp, err2 := parseSize(*span)
 	ds, err3 := parseSize(*diskSize)
 	mode, err4 := proccluster.ParseDiskMode(*diskMode)
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
+	var err5 error
+	if *repeat < 1 || *repeat > 100 {
+		err5 = fmt.Errorf("--repeat %d: want 1 to 100 rounds", *repeat)
+	}
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return usageError(err.Error())
 	}
 	if *inProcess {
-		tab, err := fiobench.Run(ctx, fiobench.Config{Replicas: 2, Size: sz, Span: sp, Runtime: *runtimeF, Rows: *rows, Procs: 8})
+		tab, err := fiobench.Run(ctx, fiobench.Config{Replicas: 2, Size: sz, Span: sp, Runtime: *runtimeF, Rows: *rows, Repeat: *repeat, Procs: 8})
 		if err != nil {
 			return err
 		}
 		fmt.Printf("in-process: two scribe nodes over loopback (mutual TLS), not a cluster\n%s", tab)
 		return nil
 	}
-	return benchCluster(ctx, dir, benchOpts{size: sz, span: sp, diskSize: ds, diskMode: mode, env: env, runtime: *runtimeF, rows: *rows, shoal: *shoalBin, keep: *keep})
+	return benchCluster(ctx, dir, benchOpts{size: sz, span: sp, diskSize: ds, diskMode: mode, env: env, runtime: *runtimeF, repeat: *repeat, rows: *rows, shoal: *shoalBin, keep: *keep})
 }
 
 type benchOpts struct {
@@ -94,6 +103,7 @@ type benchOpts struct {
 	diskMode             proccluster.DiskMode
 	env                  []string
 	runtime              time.Duration
+	repeat               int
 	rows, shoal          string
 	keep                 bool
 }
@@ -196,7 +206,7 @@ func benchCluster(ctx context.Context, dir string, o benchOpts) error {
 		{Name: "qemu-nbd", URI: q.URI, CPU: q.CPU},
 	}
 	diskCPU := unitCPU("fusedisk")
-	tab, err := fiobench.MeasureAll(ctx, targets, o.span, o.runtime, o.rows)
+	tab, err := fiobench.MeasureAll(ctx, targets, fiobench.Plan{Span: o.span, Runtime: o.runtime, Rows: o.rows, Repeat: o.repeat})
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,7 @@ func TestParseSize(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"bogus"}, {"kill"}, {"partition", "node1"}, {"up", "extra"}, {"exec", "node1"}, {"disk-fail", "node1"}} {
+	for _, args := range [][]string{{"bogus"}, {"kill"}, {"partition", "node1"}, {"up", "extra"}, {"exec", "node1"}, {"disk-fail", "node1"}, {"bench", "scribe", "--repeat", "0"}} {
 		if code := run(args); code != 2 {
 			t.Errorf("shoal-qa %q exited %d, want 2 (usage)", args, code)
 		}

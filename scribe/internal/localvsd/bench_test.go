@@ -68,7 +68,7 @@ func BenchmarkFioVersusQemuNBD(b *testing.B) {
 	b.Cleanup(func() { q.Stop() })
 	targets = append(targets, fiobench.Target{Name: "qemu-nbd", URI: q.URI, CPU: q.CPU})
 
-	tab, err := fiobench.MeasureAll(ctx, targets, 256<<20, time.Duration(runtime)*time.Second, os.Getenv("SHOAL_BENCH_ROWS"))
+	tab, err := fiobench.MeasureAll(ctx, targets, fiobench.Plan{Runtime: time.Duration(runtime) * time.Second, Rows: os.Getenv("SHOAL_BENCH_ROWS")})
 	if errors.Is(err, fiobench.ErrMissingTool) {
 		b.Skip(err)
 	}
