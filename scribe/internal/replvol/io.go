@@ -329,11 +329,13 @@ type asyncWrite struct {
 // (extent not placed or unavailable, a replica not resolved, more than
 // one replica outside the network): writePiece does it then. sent is
 // called as fanoutSent's: once the network writes are sent and this
-// node's is done, before any outcome is handled.
+// node's is done, before any outcome is handled; netSent before that,
+// once the network writes are sent (a Flush may then send its Syncs to
+// those nodes while this node's write is still on its way).
 //
 // The fan workers are not stopped while the write is held (Close drains
 // write-back writes first), so the hand-off never runs on the reader.
-func (v *Volume) writeAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, sent func(), done func(error)) bool {
+func (v *Volume) writeAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, netSent, sent func(), done func(error)) bool {
 	ex.mu.RLock()
 	if ex.unavailable || !ex.present || len(ex.replicas) > chunkstore.MaxMembers {
 		ex.mu.RUnlock()
@@ -373,10 +375,15 @@ func (v *Volume) writeAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data 
 			pend[i] = rs[i].(*chunksvc.Client).StartWrite(ctx, l.disk, key, v.cfg.Epoch, st, pc.Off, data, false)
 		}
 	}
+	// Marked once sent: a Flush that takes a mark syncs after the write
+	// it stands for (this node's is marked again once written, for a
+	// Flush that took the first mark and synced before it).
+	v.markSent(a.reps)
+	netSent()
 	if local >= 0 {
 		a.errs[local] = rs[local].Write(ctx, a.reps[local].disk, key, v.cfg.Epoch, st, pc.Off, data, false)
+		v.markSent(a.reps[local : local+1])
 	}
-	v.markSent(a.reps)
 	sent()
 	for i := range a.reps {
 		if i != local {
@@ -400,7 +407,10 @@ func (a *asyncWrite) arrive() {
 	v := a.v
 	a.cancel()
 	a.ex.mu.RUnlock()
-	v.markWritten(a.reps, a.errs)
+	// No markWritten: every replica was marked once sent (writeAsync),
+	// and marking them again now, after the Flush that covers this write
+	// took the marks, would make the next Flush sync nodes this cycle
+	// never wrote to.
 	for _, err := range a.errs {
 		if err != nil {
 			v.fan.run(a.settle)
@@ -864,8 +874,8 @@ func (v *Volume) repair(ctx context.Context, e uint64, ex *extent, good loc, bad
 //
 // Writes acknowledged early (Config.WriteBack) that are still on their
 // way are covered without waiting for their responses first: once each
-// is sent (and its local replica's write done), the Syncs go out on the
-// same connections, and a chunk service of this release answers a Sync
+// is sent, the Syncs go out on the same connections (this node's Sync
+// once its own writes are done, while the others' run), and a chunk service of this release answers a Sync
 // only after the changes received before it (chunksvc.Client.SyncCoversSent;
 // with an older one Flush waits for the writes first). Flush then waits
 // for those writes too and fails if one failed on every replica.
@@ -873,7 +883,9 @@ func (v *Volume) Flush(ctx context.Context) error {
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
 	held := v.wb.cut()
-	held.sent.Wait()
+	// Network writes sent is enough to send their Syncs; a local
+	// replica's Sync waits until this node's writes are done (below).
+	held.netSent.Wait()
 	v.mu.Lock()
 	var reps []loc
 	for n := range v.written {
@@ -889,8 +901,10 @@ func (v *Volume) Flush(ctx context.Context) error {
 			return fmt.Errorf("flush: %w", err)
 		}
 	}
-	errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, _ loc) error { return r.Sync(ctx) },
-		func(ctx context.Context, c *chunksvc.Client, _ loc) chunksvc.Pending { return c.StartSync(ctx) })
+	errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, _ loc) error {
+		held.sent.Wait()
+		return r.Sync(ctx)
+	}, func(ctx context.Context, c *chunksvc.Client, _ loc) chunksvc.Pending { return c.StartSync(ctx) })
 	if err := held.wait(); err != nil {
 		for i, serr := range errs {
 			if serr != nil {

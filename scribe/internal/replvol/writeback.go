@@ -42,9 +42,12 @@ type writeBack struct {
 type wbGroup struct {
 	wg   sync.WaitGroup // the writes, until they are done
 	sent sync.WaitGroup // the writes, until they are sent (fanoutSent)
-	mu   sync.Mutex
-	errs []error // the first few failures
-	n    int     // failed writes
+	// netSent: the writes, until their network replicas' requests are
+	// sent (writeAsync; at the latest when sent).
+	netSent sync.WaitGroup
+	mu      sync.Mutex
+	errs    []error // the first few failures
+	n       int     // failed writes
 }
 
 func newWriteBack() *writeBack {
@@ -73,6 +76,7 @@ func (w *writeBack) begin(n int) (*wbGroup, error) {
 	g := w.cur
 	g.wg.Add(1)
 	g.sent.Add(1)
+	g.netSent.Add(1)
 	return g, nil
 }
 
@@ -187,6 +191,7 @@ func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), e
 			for _, x := range pieces {
 				x.ex.finish(x.w)
 			}
+			g.netSent.Done()
 			g.sent.Done()
 			v.wb.end(g, len(p), nil)
 			return nil, err
@@ -198,8 +203,15 @@ func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), e
 	return func() {
 		// The write counts as sent once its last piece is (the pieces
 		// before it are done by then), or when it ends short of that.
-		isSent := false
+		isSent, isNetSent := false, false
+		netSent := func() {
+			if !isNetSent {
+				isNetSent = true
+				g.netSent.Done()
+			}
+		}
 		sent := func() {
+			netSent()
 			if !isSent {
 				isSent = true
 				g.sent.Done()
@@ -207,7 +219,7 @@ func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), e
 		}
 		if len(pieces) == 1 {
 			x := pieces[0]
-			if v.writeAsync(x.pc, x.ex, x.w, (*buf)[x.pc.ReqStart:x.pc.ReqStart+x.pc.N], sent, func(err error) {
+			if v.writeAsync(x.pc, x.ex, x.w, (*buf)[x.pc.ReqStart:x.pc.ReqStart+x.pc.N], netSent, sent, func(err error) {
 				bufpool.Put(buf)
 				if err != nil {
 					err = fmt.Errorf("write [%d,+%d): %w", off, x.pc.N, err)
