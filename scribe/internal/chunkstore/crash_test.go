@@ -15,16 +15,17 @@ import (
 )
 
 // The crash test runs a child process (this test binary) that writes a
-// deterministic sequence and prints "synced N" after each Sync; the parent
+// deterministic sequence and prints "synced N" after each Sync (every 8
+// writes, or after every write: then each overwrite pairs its data with
+// the journal's open block, see Store.writeJournaled); the parent
 // SIGKILLs it at a random point, reopens the disk, and checks that every
 // write acknowledged by a sync reads back, that bytes touched by writes
 // after it hold one of the values those writes could have left, and that
 // Check passes.
 
 const (
-	crashExtents   = 4
-	crashSyncEvery = 8
-	crashVSD       = 0x5c
+	crashExtents = 4
+	crashVSD     = 0x5c
 )
 
 type crashWrite struct {
@@ -56,6 +57,7 @@ func TestMain(m *testing.M) {
 
 func crashChild(path string, seed uint64) int {
 	mode, _ := strconv.Atoi(os.Getenv("SHOAL_CHUNKSTORE_CRASH_IO"))
+	every, _ := strconv.Atoi(os.Getenv("SHOAL_CHUNKSTORE_CRASH_SYNC_EVERY"))
 	dev, err := OpenFile(path, FileOptions{Direct: os.Getenv("SHOAL_CHUNKSTORE_CRASH_DIRECT") == "1", IO: IOMode(mode)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -73,7 +75,7 @@ func crashChild(path string, seed uint64) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
 		}
-		if (i+1)%crashSyncEvery == 0 {
+		if (i+1)%every == 0 {
 			if err := s.Sync(); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 2
@@ -88,12 +90,14 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 		t.Skip("crash test re-executes the test binary; skipped in -short")
 	}
 	base := seed(t)
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) { testCrash(t, base, m.opts) })
+	for _, every := range []int{8, 1} {
+		for _, m := range modes {
+			t.Run(fmt.Sprintf("%s, sync every %d", m.name, every), func(t *testing.T) { testCrash(t, base, m.opts, every) })
+		}
 	}
 }
 
-func testCrash(t *testing.T, base uint64, opts FileOptions) {
+func testCrash(t *testing.T, base uint64, opts FileOptions, every int) {
 	path, dev := newDisk(t, 64<<20, opts) // skips where the mode cannot run
 	if _, err := Format(dev, FormatOptions{}); err != nil {
 		t.Fatal(err)
@@ -107,10 +111,10 @@ func testCrash(t *testing.T, base uint64, opts FileOptions) {
 	r := rand.New(rand.NewPCG(base, 0))
 	for round := range 6 {
 		rseed := base*100 + uint64(round)
-		killAfter := 1 + r.IntN(12) // sync lines to wait for
+		killAfter := (1 + r.IntN(12)) * 8 / every // sync lines to wait for
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "SHOAL_CHUNKSTORE_CRASH_DISK="+path, fmt.Sprintf("SHOAL_CHUNKSTORE_CRASH_SEED=%d", rseed),
-			fmt.Sprintf("SHOAL_CHUNKSTORE_CRASH_IO=%d", opts.IO))
+			fmt.Sprintf("SHOAL_CHUNKSTORE_CRASH_IO=%d", opts.IO), fmt.Sprintf("SHOAL_CHUNKSTORE_CRASH_SYNC_EVERY=%d", every))
 		if opts.Direct {
 			cmd.Env = append(cmd.Env, "SHOAL_CHUNKSTORE_CRASH_DIRECT=1")
 		}
@@ -145,7 +149,7 @@ func testCrash(t *testing.T, base uint64, opts FileOptions) {
 			copy(model[w.key.Extent][w.off:], w.data)
 		}
 		var pending []crashWrite
-		for i := acked; i < acked+crashSyncEvery; i++ {
+		for i := acked; i < acked+every; i++ {
 			pending = append(pending, crashOp(rseed, i))
 		}
 		s := reopen(t, path, opts)

@@ -246,6 +246,15 @@ func (d *FileDevice) Size() (int64, error) {
 // Close implements Device.
 func (d *FileDevice) Close() error { return d.f.Close() }
 
+// pairWriter is a Device that can write two buffers in one submission
+// (RingDevice: one io_uring_enter, one device notification), returning
+// once both are done, each with its own error. The two may reach the
+// disk in either order; the store pairs only writes that are safe so
+// (a chunk's data and the journal's open block, see Store.writeJournaled).
+type pairWriter interface {
+	WriteAtBoth(p []byte, pOff int64, q []byte, qOff int64) (pErr, qErr error)
+}
+
 // Op names a device operation for failpoints.
 type Op int
 
@@ -267,6 +276,10 @@ type FailpointDevice struct {
 
 	mu   sync.Mutex
 	hook func(op Op, off int64, n int) error
+	// pairReversed makes WriteAtBoth write its second buffer first;
+	// pairs counts WriteAtBoth calls.
+	pairReversed bool
+	pairs        int
 }
 
 // NewFailpointDevice wraps d with no failpoint set.
@@ -322,6 +335,24 @@ func (d *FailpointDevice) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	return d.Device.WriteAt(p, off)
+}
+
+// WriteAtBoth implements pairWriter as two WriteAt calls, each seeing
+// the failpoint: p first, or q first when pairReversed is set (tests
+// try both orders, as a real pair may land in either).
+func (d *FailpointDevice) WriteAtBoth(p []byte, pOff int64, q []byte, qOff int64) (pErr, qErr error) {
+	d.mu.Lock()
+	rev := d.pairReversed
+	d.pairs++
+	d.mu.Unlock()
+	if rev {
+		_, qErr = d.WriteAt(q, qOff)
+		_, pErr = d.WriteAt(p, pOff)
+		return pErr, qErr
+	}
+	_, pErr = d.WriteAt(p, pOff)
+	_, qErr = d.WriteAt(q, qOff)
+	return pErr, qErr
 }
 
 // Sync implements Device.

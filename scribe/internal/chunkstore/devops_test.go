@@ -19,6 +19,23 @@ import (
 type deviceOps struct {
 	mu                            sync.Mutex
 	data, journal, records, syncs int
+	// inSync is set while the test is in Sync; syncJournal counts the
+	// journal writes made then.
+	inSync      bool
+	syncJournal int
+}
+
+// sync calls s.Sync, counting the journal writes it makes.
+func (d *deviceOps) sync(s *Store) error {
+	d.mu.Lock()
+	d.inSync = true
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.inSync = false
+		d.mu.Unlock()
+	}()
+	return s.Sync()
 }
 
 func (d *deviceOps) hook(sb Superblock) func(Op, int64, int) error {
@@ -33,6 +50,9 @@ func (d *deviceOps) hook(sb Superblock) func(Op, int64, int) error {
 			d.data++
 		case off >= int64(sb.JournalOffset):
 			d.journal++
+			if d.inSync {
+				d.syncJournal++
+			}
 		case off >= metaOffset:
 			d.records++
 		}
@@ -52,7 +72,10 @@ func (d *deviceOps) per(ops int) [4]float64 {
 // followed by a Sync (NBD write+flush), 4 KiB overwrites synced every
 // 256, and whole-chunk (1 MiB) overwrites synced every 8, over 32
 // prefilled chunks. The counts are deterministic for a seed; the bounds
-// below are what the format promises (see docs/scribe.md).
+// below are what the format promises (see docs/scribe.md). It also
+// counts the journal writes made inside Sync: none when writes are
+// flushed one by one (each pairs the open block with its data, so the
+// Sync only syncs the device).
 func TestDeviceOpsPerWrite(t *testing.T) { onDevices(t, testDeviceOpsPerWrite) }
 
 func testDeviceOpsPerWrite(t *testing.T, dopts FileOptions) {
@@ -64,15 +87,15 @@ func testDeviceOpsPerWrite(t *testing.T, dopts FileOptions) {
 		size      int64
 		syncEvery int
 		// upper bounds per op: device writes (all regions), record
-		// writes, syncs
-		maxWrites, maxRecords, maxSyncs float64
+		// writes, syncs, journal writes inside Sync
+		maxWrites, maxRecords, maxSyncs, maxSyncJournal float64
 	}{
-		{"4k write+flush", 2000, BlockSize, 1, 2.02, 0.01, 1},
-		{"4k write, flush every 256", 2000, BlockSize, 256, 1.02, 0.01, 0.01},
-		{"1M write, flush every 8", 200, DefaultChunkSize, 8, 1.5, 0.01, 0.13},
+		{"4k write+flush", 2000, BlockSize, 1, 2.02, 0.01, 1, 0.01},
+		{"4k write, flush every 256", 2000, BlockSize, 256, 1.02, 0.01, 0.01, 0.01},
+		{"1M write, flush every 8", 200, DefaultChunkSize, 8, 1.5, 0.01, 0.13, 0.13},
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "%-28s %8s %8s %8s %8s\n", "per op", "data", "journal", "records", "syncs")
+	fmt.Fprintf(&table, "%-28s %8s %8s %8s %8s %8s\n", "per op", "data", "journal", "records", "syncs", "in sync")
 	for _, row := range rows {
 		_, dev := newDisk(t, 64<<20, dopts)
 		fp := NewFailpointDevice(noSync{dev})
@@ -109,16 +132,20 @@ func testDeviceOpsPerWrite(t *testing.T, dopts FileOptions) {
 		for i := range row.ops {
 			op()
 			if (i+1)%row.syncEvery == 0 {
-				if err := s.Sync(); err != nil {
+				if err := d.sync(s); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 		fp.Set(nil)
 		got := d.per(row.ops)
-		fmt.Fprintf(&table, "%-28s %8.3f %8.3f %8.3f %8.3f\n", row.name, got[0], got[1], got[2], got[3])
+		inSync := float64(d.syncJournal) / float64(row.ops)
+		fmt.Fprintf(&table, "%-28s %8.3f %8.3f %8.3f %8.3f %8.3f\n", row.name, got[0], got[1], got[2], got[3], inSync)
 		if w := got[0] + got[1] + got[2]; w > row.maxWrites || got[2] > row.maxRecords || got[3] > row.maxSyncs {
 			t.Errorf("%s: %.3f device writes (%.3f records) and %.3f syncs per op; want at most %.2f (%.2f) and %.2f", row.name, w, got[2], got[3], row.maxWrites, row.maxRecords, row.maxSyncs)
+		}
+		if inSync > row.maxSyncJournal {
+			t.Errorf("%s: %.3f journal writes per op inside Sync, want at most %.2f", row.name, inSync, row.maxSyncJournal)
 		}
 		if err := s.Check(ctx); err != nil {
 			t.Fatal(err)
@@ -189,9 +216,12 @@ func processCPU() time.Duration {
 }
 
 // TestSyncWithNothingNew: a Sync after a Sync, with no write between,
-// touches the device not at all (no open-block write, no fdatasync); an
-// overwrite's Sync writes the open block once (with its entry) and syncs
-// once, and that entry survives a crash and reopen.
+// touches the device not at all (no open-block write, no fdatasync). An
+// overwrite soon after a Sync (at most syncSoonWrites since it, the one
+// before came that soon too) writes the open block with its data, in one
+// pair, so its Sync only syncs; past that, overwrites write only their
+// data and the Sync writes the open block once (with every entry) and
+// syncs once. The last entry survives a crash and reopen.
 func TestSyncWithNothingNew(t *testing.T) { onDevices(t, testSyncWithNothingNew) }
 
 func testSyncWithNothingNew(t *testing.T, dopts FileOptions) {
@@ -203,39 +233,62 @@ func testSyncWithNothingNew(t *testing.T, dopts FileOptions) {
 	if err := s.Write(ctx, k, 1, 0, make([]byte, DefaultChunkSize), true); err != nil {
 		t.Fatal(err)
 	}
-	overwrite := func(b byte) {
-		if err := s.Write(ctx, k, 1, 8*BlockSize, bytes.Repeat([]byte{b}, BlockSize), false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sync := func() [4]float64 {
+	// ops counts the device operations of f (data, journal, records,
+	// syncs).
+	ops := func(f func() error) [4]float64 {
 		var d deviceOps
 		fp.Set(d.hook(s.Superblock()))
 		defer fp.Set(nil)
-		if err := s.Sync(); err != nil {
+		if err := f(); err != nil {
 			t.Fatal(err)
 		}
 		return d.per(1)
 	}
-	// The chunk's first overwrite writes (and waits for) its mark, which
-	// takes its entry along: its Sync only syncs.
-	overwrite(1)
-	if got, want := sync(), [4]float64{0, 0, 0, 1}; got != want {
-		t.Errorf("sync after the first overwrite: %v device ops (data, journal, records, syncs), want %v", got, want)
-	}
-	overwrite(2)
-	for i, want := range [][4]float64{
-		{0, 1, 0, 1}, // the overwrite's entry: the open block, then fdatasync
-		{0, 0, 0, 0}, // nothing new
-		{0, 0, 0, 0},
-	} {
-		if got := sync(); got != want {
-			t.Errorf("sync %d after an overwrite: %v device ops, want %v", i, got, want)
+	overwrite := func(b byte) func() error {
+		return func() error {
+			return s.Write(ctx, k, 1, 8*BlockSize, bytes.Repeat([]byte{b}, BlockSize), false)
 		}
 	}
-	overwrite(3)
-	if got, want := sync(), [4]float64{0, 1, 0, 1}; got != want {
-		t.Errorf("sync after a new overwrite: %v device ops, want %v", got, want)
+	steps := []struct {
+		name string
+		f    func() error
+		want [4]float64
+	}{
+		// The chunk's first overwrite writes (and waits for) its mark,
+		// which takes its entry along: its Sync only syncs.
+		{"first overwrite", overwrite(1), [4]float64{1, 1, 0, 0}},
+		{"its sync", s.Sync, [4]float64{0, 0, 0, 1}},
+		// Right after a Sync: the entry goes with the data.
+		{"overwrite after a sync", overwrite(2), [4]float64{1, 1, 0, 0}},
+		{"its sync", s.Sync, [4]float64{0, 0, 0, 1}},
+		{"sync, nothing new", s.Sync, [4]float64{0, 0, 0, 0}},
+		{"sync, nothing new again", s.Sync, [4]float64{0, 0, 0, 0}},
+	}
+	for i := range syncSoonWrites + 2 {
+		want := [4]float64{1, 1, 0, 0}
+		if i >= syncSoonWrites {
+			want = [4]float64{1, 0, 0, 0} // no Sync soon: the data alone
+		}
+		steps = append(steps, struct {
+			name string
+			f    func() error
+			want [4]float64
+		}{fmt.Sprintf("overwrite %d of a run", i), overwrite(byte(10 + i)), want})
+	}
+	steps = append(steps, []struct {
+		name string
+		f    func() error
+		want [4]float64
+	}{
+		{"sync after the run", s.Sync, [4]float64{0, 1, 0, 1}},
+		// That Sync came late: the next overwrite goes alone.
+		{"overwrite after a late sync", overwrite(3), [4]float64{1, 0, 0, 0}},
+		{"its sync", s.Sync, [4]float64{0, 1, 0, 1}},
+	}...)
+	for _, st := range steps {
+		if got := ops(st.f); got != st.want {
+			t.Errorf("%s: %v device ops (data, journal, records, syncs), want %v", st.name, got, st.want)
+		}
 	}
 	if err := s.Check(ctx); err != nil {
 		t.Fatal(err)

@@ -41,7 +41,11 @@
 // every chunk with journaled checksums, marks each again right after
 // (so it stays one write per overwrite), and syncs, after which those
 // blocks may be reused. If a sealed block's write fails, Sync writes
-// those records instead (or fails).
+// those records instead (or fails). When a Sync is likely soon (the last
+// came at most syncSoonWrites journaled writes after the one before, or
+// the write has FUA), an overwrite of a marked chunk writes the open
+// block in the same submission as its data (pairWriter: RingDevice, one
+// io_uring_enter), so the Sync that follows only syncs the device.
 //
 // WriteSums is a write whose block checksums the caller computed (the
 // replicated layer's owner, once for every replica): the store keeps them
@@ -67,7 +71,9 @@
 //     describe. Of the two open slots, a write never goes to the one
 //     holding the last good copy of the open block.
 //   - Data is written ahead of its checksums only in a chunk whose mark
-//     (after its record's position) is on disk.
+//     (after its record's position) is on disk. Only such data is paired
+//     with the open block (either may land first): a mark still in
+//     flight is written and waited for before the data.
 //
 // Concurrency: a Store is safe for concurrent use. Each chunk has a
 // read-write lock: writes to one chunk are serialised, reads share it, and

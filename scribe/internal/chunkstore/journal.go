@@ -368,6 +368,38 @@ func (j *journal) writeLocked(seal bool) error {
 	return nil
 }
 
+// claimOpen claims the write of the open block in place, as a Sync
+// would make it, for a caller that writes it together with a data write
+// (Store.writeJournaled): when no writer is busy and the block holds
+// entries not written yet, it returns the encoded block, the offset of
+// the open slot it goes to and its entry units, and the caller must
+// call wroteOpen with the outcome. ok is false otherwise.
+func (j *journal) claimOpen() (b []byte, off int64, units int, ok bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.busy || j.lost != nil || j.written != j.next || j.writtenN >= j.units {
+		return nil, 0, 0, false
+	}
+	j.busy = true
+	encodeJournalBlock(j.buf, j.sb.Nonce, j.next, j.open)
+	return j.buf, j.sb.openSlotOffset(j.slot), j.units, true
+}
+
+// wroteOpen ends a write claimOpen claimed: on success the first units
+// entry units are written and the next write goes to the other slot; on
+// failure the slot may be torn, and the next write goes to it again
+// (the other still holds the last good copy).
+func (j *journal) wroteOpen(units int, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.busy = false
+	j.cond.Broadcast()
+	if err == nil {
+		j.writtenN = max(j.writtenN, units)
+		j.slot ^= 1
+	}
+}
+
 // flushAll writes every entry added so far (the open block in place)
 // and returns an error if any journal block write failed since the last
 // checkpoint.

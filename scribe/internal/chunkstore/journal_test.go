@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -241,19 +242,30 @@ func crashAtWorkload(sd uint64, n int) []crashAtOp {
 // dies); a write to the journal is also torn (half of it reaches the
 // disk). After each stop the store reopens, Check passes, every completed
 // operation reads back, and the one in flight left old or new bytes.
-func TestCrashAtEveryDeviceWrite(t *testing.T) { onDevices(t, testCrashAtEveryDeviceWrite) }
+// Overwrites that pair their data with the journal's open block (a sync
+// every four operations makes them frequent) are tried with either of
+// the two reaching the disk first.
+func TestCrashAtEveryDeviceWrite(t *testing.T) {
+	for _, rev := range []bool{false, true} {
+		t.Run(map[bool]string{false: "data first", true: "journal first"}[rev], func(t *testing.T) {
+			onDevices(t, func(t *testing.T, dopts FileOptions) { testCrashAtEveryDeviceWrite(t, dopts, rev) })
+		})
+	}
+}
 
-func testCrashAtEveryDeviceWrite(t *testing.T, dopts FileOptions) {
+func testCrashAtEveryDeviceWrite(t *testing.T, dopts FileOptions, reversed bool) {
 	sd := seed(t)
 	ops := crashAtWorkload(sd, 60)
 	ctx := context.Background()
 	var journalWrite []bool // by device write number, from the full run
+	pairs := 0              // WriteAtBoth calls of the full run
 	run := func(t *testing.T, crashAt int, torn bool) (writes int) {
 		path, dev := newDisk(t, 4<<20, dopts) // 3 chunks, a 16-block journal: checkpoints every 8 blocks
 		if _, err := Format(dev, FormatOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		fp := NewFailpointDevice(noSync{dev})
+		fp.pairReversed = reversed
 		s, err := Open(fp)
 		if err != nil {
 			t.Fatal(err)
@@ -317,6 +329,9 @@ func testCrashAtEveryDeviceWrite(t *testing.T, dopts FileOptions) {
 			if cp == 0 {
 				t.Error("the workload never checkpointed the journal")
 			}
+			if pairs = fp.pairs; pairs == 0 {
+				t.Error("the workload never paired data with the open block")
+			}
 			s.Close()
 			return writes
 		}
@@ -364,7 +379,7 @@ func testCrashAtEveryDeviceWrite(t *testing.T, dopts FileOptions) {
 			tornRuns++
 		}
 	}
-	t.Logf("%d operations, %d device writes, %d of them torn in turn", len(ops), total, tornRuns)
+	t.Logf("%d operations, %d device writes (%d pairs of data and open block), %d of them torn in turn", len(ops), total, pairs, tornRuns)
 }
 
 func FuzzDecodeJournalBlock(f *testing.F) {
@@ -505,13 +520,24 @@ func testJournalSealedButUnwrittenBlock(t *testing.T, dopts FileOptions) {
 // nothing: Sync writes the chunk records instead, the next write of the
 // open block goes to the same slot (the other still holds the last good
 // copy), successful ones alternate, and a reopen without Close (a crash)
-// reads every acknowledged write.
-func TestOpenSlotWriteFails(t *testing.T) { onDevices(t, testOpenSlotWriteFails) }
+// reads every acknowledged write. With pairs, the open block fails in
+// the write that pairs it with data: the write still succeeds (its data
+// is written), and the Sync writes the open block to the same slot.
+func TestOpenSlotWriteFails(t *testing.T) {
+	for _, pair := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pairs %v", pair), func(t *testing.T) {
+			onDevices(t, func(t *testing.T, dopts FileOptions) { testOpenSlotWriteFails(t, dopts, pair) })
+		})
+	}
+}
 
-func testOpenSlotWriteFails(t *testing.T, dopts FileOptions) {
+func testOpenSlotWriteFails(t *testing.T, dopts FileOptions, pair bool) {
 	path, dev := newDisk(t, 32<<20, dopts)
 	fp := NewFailpointDevice(dev)
 	s := formatOpen(t, fp)
+	if !pair {
+		s.dev.pair = nil // Sync writes every open block
+	}
 	sb := s.Superblock()
 	ctx := context.Background()
 	k := ChunkKey{VSD: ID{5}, Extent: 2}
@@ -543,19 +569,21 @@ func testOpenSlotWriteFails(t *testing.T, dopts FileOptions) {
 	for i := range 6 {
 		p := bytes.Repeat([]byte{byte(2 + i)}, 4*BlockSize)
 		off := int64(i%4) * 4 * BlockSize
-		fp.Set(hook(false))
+		fp.Set(hook(pair && i%2 == 0 && i > 0)) // not the mark of the first
+		nw := len(writes)
 		if err := s.Write(ctx, k, 1, off, p, false); err != nil {
 			t.Fatal(err)
 		}
-		copy(want[off:], p)
-		if i%2 == 0 {
-			fp.Set(hook(true))
+		if pair && i > 0 && len(writes) == nw {
+			t.Errorf("write %d right after a sync did not write the open block with its data", i)
 		}
+		copy(want[off:], p)
+		fp.Set(hook(!pair && i%2 == 0))
 		before := records
 		if err := s.Sync(); err != nil {
 			t.Fatalf("sync %d: %v", i, err)
 		}
-		if i%2 == 0 && len(writes) > 0 && writes[len(writes)-1].failed && records == before {
+		if !pair && i%2 == 0 && len(writes) > 0 && writes[len(writes)-1].failed && records == before {
 			t.Errorf("sync %d: the open block's write failed and no record was written", i)
 		}
 	}

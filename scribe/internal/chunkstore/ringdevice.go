@@ -66,6 +66,36 @@ func (d *RingDevice) WriteAt(p []byte, off int64) (int, error) {
 	return writeAt(d.raw, d.file.direct, p, off)
 }
 
+// WriteAtBoth writes p at pOff and q at qOff in one submission (see
+// pairWriter), each copied through an aligned buffer first if its
+// memory is not aligned. A transfer misaligned in offset or length (a
+// read-modify-write) goes alone, one after the other.
+func (d *RingDevice) WriteAtBoth(p []byte, pOff int64, q []byte, qOff int64) (pErr, qErr error) {
+	if d.file.direct {
+		pOffOK, pMemOK := aligned(p, pOff)
+		qOffOK, qMemOK := aligned(q, qOff)
+		if !pOffOK || !qOffOK {
+			_, pErr = d.WriteAt(p, pOff)
+			_, qErr = d.WriteAt(q, qOff)
+			return pErr, qErr
+		}
+		if !pMemOK {
+			buf, put := bounce(len(p))
+			defer put()
+			copy(buf, p)
+			p = buf
+		}
+		if !qMemOK {
+			buf, put := bounce(len(q))
+			defer put()
+			copy(buf, q)
+			q = buf
+		}
+	}
+	pErr, qErr = d.raw.ring.WriteAtBoth(d.raw.fd, p, pOff, q, qOff)
+	return d.raw.annotate("write", pOff, pErr), d.raw.annotate("write", qOff, qErr)
+}
+
 // Sync implements Device with fdatasync(2), as FileDevice: through the
 // ring it ran in an io_uring worker thread and cost more CPU (see
 // docs/scribe.md, Figures).

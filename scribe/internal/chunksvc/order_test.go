@@ -1,6 +1,7 @@
 package chunksvc
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -160,4 +161,42 @@ func TestChangesWait(t *testing.T) {
 	<-waited // later is still running: it must not hold the wait
 	c.end(later)
 	c.wait(c.mark())
+}
+
+// TestSyncOnlyBehind: a change is served on the reader (no hand-off)
+// when exactly one Sync header is buffered behind it, and not when more,
+// less, or another request is, or when it is not a change.
+func TestSyncOnlyBehind(t *testing.T) {
+	hdr := func(o op) []byte {
+		b := make([]byte, reqHeaderSize)
+		(&request{op: o, id: 9}).encode(b)
+		return b
+	}
+	tests := []struct {
+		name string
+		cur  op
+		next []byte
+		want bool
+	}{
+		{"write, then a sync", opWrite, hdr(opSync), true},
+		{"zero, then a sync", opZero, hdr(opSync), true},
+		{"write, then a read", opWrite, hdr(opRead), false},
+		{"write, then a sync and more", opWrite, append(hdr(opSync), hdr(opSync)...), false},
+		{"write, then part of a sync", opWrite, hdr(opSync)[:reqHeaderSize-1], false},
+		{"write, then garbage", opWrite, make([]byte, reqHeaderSize), false},
+		{"read, then a sync", opRead, hdr(opSync), false},
+		{"write, nothing behind", opWrite, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := bufio.NewReader(bytes.NewReader(append([]byte{0}, tt.next...)))
+			r.ReadByte() // fill the buffer with what follows
+			if got := syncOnlyBehind(r, tt.cur); got != tt.want {
+				t.Errorf("syncOnlyBehind = %v, want %v", got, tt.want)
+			}
+			if r.Buffered() != len(tt.next) {
+				t.Errorf("%d bytes buffered after the peek, want %d", r.Buffered(), len(tt.next))
+			}
+		})
+	}
 }

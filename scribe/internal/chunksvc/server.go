@@ -217,7 +217,7 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 		case req.op == opSync:
 			seq = chs.mark()
 		}
-		alone := len(sem) == 0 && r.Buffered() == 0
+		alone := len(sem) == 0 && (r.Buffered() == 0 || syncOnlyBehind(r, req.op))
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -225,9 +225,11 @@ func (s *Server) serveStream(ctx context.Context, conn net.Conn, log *slog.Logge
 		}
 		if alone {
 			// The only request in flight, none behind it (the owner's
-			// queue depth 1): serve it here; a hand-off to a handler
-			// goroutine costs a wake-up more than the rest of a 4 KiB
-			// write's handling. One arriving meanwhile waits for it.
+			// queue depth 1), or only a Sync, which would wait for it
+			// anyway (a FLUSH right behind a write): serve it here; a
+			// hand-off to a handler goroutine costs a wake-up more than
+			// the rest of a 4 KiB write's handling. One arriving
+			// meanwhile waits for it.
 			serve(job{req, data, seq})
 			continue
 		}
@@ -302,4 +304,19 @@ func (c *serverConn) reply(id uint64, body []byte, err error) error {
 		return err
 	}
 	return flushUnder(c.conn)
+}
+
+// syncOnlyBehind reports whether what r holds after a change (op) is
+// exactly one Sync request: a Sync covers the change, so serving the
+// change inline, then the Sync, delays neither.
+func syncOnlyBehind(r *bufio.Reader, o op) bool {
+	if !isChange(o) || r.Buffered() != reqHeaderSize {
+		return false
+	}
+	b, err := r.Peek(reqHeaderSize)
+	if err != nil {
+		return false
+	}
+	next, err := decodeRequest(b)
+	return err == nil && next.op == opSync
 }

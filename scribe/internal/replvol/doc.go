@@ -71,7 +71,13 @@
 // reader goroutine (Pending.Then), which therefore only does non-blocking
 // bookkeeping and hands failures (drops wait for the network) to a fan-out
 // worker. WriteDeferred (nbd.DeferredWriter) leaves taking a write-back
-// write to the replicas to the NBD worker that answered it.
+// write to the replicas to the NBD worker that answered it; a write-back
+// WriteAt (queue depth 1, the session's reader) sends the network
+// replicas' requests itself (startAsync), taking the extent's lock shared
+// there, and leaves this node's write (finishLocal) to a fan-out worker.
+// Flush sends its Syncs to other nodes once the write-back writes are
+// sent (wbGroup.netSent); this node's Sync waits until its own writes of
+// them are done (wbGroup.sent).
 //
 // Rescan repeats Open's fence and scan for the extents left unavailable,
 // once the nodes they name are back.

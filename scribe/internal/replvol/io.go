@@ -315,6 +315,16 @@ type asyncWrite struct {
 	errBuf [chunkstore.MaxMembers]error
 	reps   []loc
 	errs   []error
+
+	// Between startAsync and finishLocal: the replicas, the network
+	// ones' pending responses, which one is this node's (-1: none), and
+	// what its write needs.
+	rs    [chunkstore.MaxMembers]Replica
+	pend  [chunkstore.MaxMembers]chunksvc.Pending
+	local int
+	key   chunkstore.ChunkKey
+	st    chunkstore.Stamp
+	data  []byte
 }
 
 // writeAsync is writePiece (without FUA, under v.bg) for a write-back
@@ -329,58 +339,79 @@ type asyncWrite struct {
 // (extent not placed or unavailable, a replica not resolved, more than
 // one replica outside the network): writePiece does it then. sent is
 // called as fanoutSent's: once the network writes are sent and this
-// node's is done, before any outcome is handled.
+// node's is done, before any outcome is handled; netSent before that,
+// once the network writes are sent (a Flush may then send its Syncs to
+// those nodes while this node's write is still on its way).
 //
 // The fan workers are not stopped while the write is held (Close drains
 // write-back writes first), so the hand-off never runs on the reader.
-func (v *Volume) writeAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, sent func(), done func(error)) bool {
+func (v *Volume) writeAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, netSent, sent func(), done func(error)) bool {
+	a, ctx := v.startAsync(pc, ex, w, data, netSent, done)
+	if a == nil {
+		return false
+	}
+	a.finishLocal(ctx, sent)
+	return true
+}
+
+// startAsync is writeAsync's first half: it sends the network replicas'
+// requests and calls netSent; finishLocal, given the context returned
+// (the write's timeout), does the rest. It returns nil, having done
+// nothing, when writeAsync would report false.
+func (v *Volume) startAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, netSent func(), done func(error)) (*asyncWrite, context.Context) {
 	ex.mu.RLock()
 	if ex.unavailable || !ex.present || len(ex.replicas) > chunkstore.MaxMembers {
 		ex.mu.RUnlock()
-		return false
+		return nil, nil
 	}
-	a := &asyncWrite{v: v, pc: pc, ex: ex, w: w, done: done}
+	a := &asyncWrite{v: v, pc: pc, ex: ex, w: w, done: done, local: -1, data: data}
 	a.reps = append(a.repBuf[:0], ex.replicas...)
 	a.errs = a.errBuf[:len(a.reps)]
-	var (
-		rsBuf   [chunkstore.MaxMembers]Replica
-		pendBuf [chunkstore.MaxMembers]chunksvc.Pending
-	)
-	rs, pend := rsBuf[:len(a.reps)], pendBuf[:len(a.reps)]
-	local := -1
 	for i, l := range a.reps {
 		r, err := v.cfg.Pool.Replica(l.node)
 		if err != nil {
 			ex.mu.RUnlock()
-			return false
+			return nil, nil
 		}
 		if _, ok := r.(*chunksvc.Client); !ok {
-			if local >= 0 {
+			if a.local >= 0 {
 				ex.mu.RUnlock()
-				return false
+				return nil, nil
 			}
-			local = i
+			a.local = i
 		}
-		rs[i] = r
+		a.rs[i] = r
 	}
-	st := ex.stamp()
+	a.st = ex.stamp()
 	var ctx context.Context
 	ctx, a.cancel = v.timeout(v.bg)
-	key := v.key(pc.Extent)
+	a.key = v.key(pc.Extent)
 	a.left.Store(int32(len(a.reps)))
 	for i, l := range a.reps {
-		if i != local {
-			pend[i] = rs[i].(*chunksvc.Client).StartWrite(ctx, l.disk, key, v.cfg.Epoch, st, pc.Off, data, false)
+		if i != a.local {
+			a.pend[i] = a.rs[i].(*chunksvc.Client).StartWrite(ctx, l.disk, a.key, v.cfg.Epoch, a.st, pc.Off, data, false)
 		}
 	}
-	if local >= 0 {
-		a.errs[local] = rs[local].Write(ctx, a.reps[local].disk, key, v.cfg.Epoch, st, pc.Off, data, false)
-	}
+	// Marked once sent: a Flush that takes a mark syncs after the write
+	// it stands for (this node's is marked again once written, for a
+	// Flush that took the first mark and synced before it).
 	v.markSent(a.reps)
+	netSent()
+	return a, ctx
+}
+
+// finishLocal is writeAsync's second half: this node's write, sent, and
+// the outcomes handed to arrive.
+func (a *asyncWrite) finishLocal(ctx context.Context, sent func()) {
+	v, local := a.v, a.local
+	if local >= 0 {
+		a.errs[local] = a.rs[local].Write(ctx, a.reps[local].disk, a.key, v.cfg.Epoch, a.st, a.pc.Off, a.data, false)
+		v.markSent(a.reps[local : local+1])
+	}
 	sent()
 	for i := range a.reps {
 		if i != local {
-			pend[i].Then(ctx, func(err error) {
+			a.pend[i].Then(ctx, func(err error) {
 				a.errs[i] = err
 				a.arrive()
 			})
@@ -389,7 +420,6 @@ func (v *Volume) writeAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data 
 	if local >= 0 {
 		a.arrive()
 	}
-	return true
 }
 
 // arrive counts one outcome in; the last completes the write.
@@ -400,7 +430,10 @@ func (a *asyncWrite) arrive() {
 	v := a.v
 	a.cancel()
 	a.ex.mu.RUnlock()
-	v.markWritten(a.reps, a.errs)
+	// No markWritten: every replica was marked once sent (writeAsync),
+	// and marking them again now, after the Flush that covers this write
+	// took the marks, would make the next Flush sync nodes this cycle
+	// never wrote to.
 	for _, err := range a.errs {
 		if err != nil {
 			v.fan.run(a.settle)
@@ -864,8 +897,8 @@ func (v *Volume) repair(ctx context.Context, e uint64, ex *extent, good loc, bad
 //
 // Writes acknowledged early (Config.WriteBack) that are still on their
 // way are covered without waiting for their responses first: once each
-// is sent (and its local replica's write done), the Syncs go out on the
-// same connections, and a chunk service of this release answers a Sync
+// is sent, the Syncs go out on the same connections (this node's Sync
+// once its own writes are done, while the others' run), and a chunk service of this release answers a Sync
 // only after the changes received before it (chunksvc.Client.SyncCoversSent;
 // with an older one Flush waits for the writes first). Flush then waits
 // for those writes too and fails if one failed on every replica.
@@ -873,7 +906,9 @@ func (v *Volume) Flush(ctx context.Context) error {
 	v.flushMu.Lock()
 	defer v.flushMu.Unlock()
 	held := v.wb.cut()
-	held.sent.Wait()
+	// Network writes sent is enough to send their Syncs; a local
+	// replica's Sync waits until this node's writes are done (below).
+	held.netSent.Wait()
 	v.mu.Lock()
 	var reps []loc
 	for n := range v.written {
@@ -889,8 +924,10 @@ func (v *Volume) Flush(ctx context.Context) error {
 			return fmt.Errorf("flush: %w", err)
 		}
 	}
-	errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, _ loc) error { return r.Sync(ctx) },
-		func(ctx context.Context, c *chunksvc.Client, _ loc) chunksvc.Pending { return c.StartSync(ctx) })
+	errs := v.fanoutStart(ctx, reps, func(ctx context.Context, r Replica, _ loc) error {
+		held.sent.Wait()
+		return r.Sync(ctx)
+	}, func(ctx context.Context, c *chunksvc.Client, _ loc) chunksvc.Pending { return c.StartSync(ctx) })
 	if err := held.wait(); err != nil {
 		for i, serr := range errs {
 			if serr != nil {

@@ -42,9 +42,12 @@ type writeBack struct {
 type wbGroup struct {
 	wg   sync.WaitGroup // the writes, until they are done
 	sent sync.WaitGroup // the writes, until they are sent (fanoutSent)
-	mu   sync.Mutex
-	errs []error // the first few failures
-	n    int     // failed writes
+	// netSent: the writes, until their network replicas' requests are
+	// sent (writeAsync; at the latest when sent).
+	netSent sync.WaitGroup
+	mu      sync.Mutex
+	errs    []error // the first few failures
+	n       int     // failed writes
 }
 
 func newWriteBack() *writeBack {
@@ -73,6 +76,7 @@ func (w *writeBack) begin(n int) (*wbGroup, error) {
 	g := w.cur
 	g.wg.Add(1)
 	g.sent.Add(1)
+	g.netSent.Add(1)
 	return g, nil
 }
 
@@ -142,7 +146,7 @@ func (w *writeBack) drain() {
 // (so later reads, writes and zeroes of those blocks come after it) and
 // hands it to a fan worker. A failure is reported by the next Flush.
 func (v *Volume) writeBehind(p []byte, off int64, ps []chunkstore.Span) error {
-	rest, err := v.holdWrite(p, off, ps)
+	rest, err := v.holdWrite(p, off, ps, true)
 	if err != nil {
 		return err
 	}
@@ -164,13 +168,19 @@ func (v *Volume) WriteDeferred(ctx context.Context, p []byte, off int64) (rest f
 	if err != nil {
 		return nil, err
 	}
-	return v.holdWrite(p, off, ps)
+	return v.holdWrite(p, off, ps, false)
 }
 
 // holdWrite is writeBehind but for the hand-off: it returns the work
 // left, which reports its outcome to the write-back group it was counted
 // in.
-func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), error) {
+//
+// With early, a write of one piece sends its network replicas' requests
+// before holdWrite returns (the rest, this node's write, is left to the
+// work returned): at queue depth 1 (writeBehind) the other node gets the
+// write before the reply to the client, instead of once a fan worker is
+// scheduled, which on a busy machine came after the client's FLUSH.
+func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span, early bool) (func(), error) {
 	g, err := v.wb.begin(len(p))
 	if err != nil {
 		return nil, err
@@ -187,6 +197,7 @@ func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), e
 			for _, x := range pieces {
 				x.ex.finish(x.w)
 			}
+			g.netSent.Done()
 			g.sent.Done()
 			v.wb.end(g, len(p), nil)
 			return nil, err
@@ -195,26 +206,44 @@ func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), e
 	}
 	buf := bufpool.Get(len(p))
 	copy(*buf, p)
-	return func() {
-		// The write counts as sent once its last piece is (the pieces
-		// before it are done by then), or when it ends short of that.
-		isSent := false
-		sent := func() {
-			if !isSent {
-				isSent = true
-				g.sent.Done()
+	// The write counts as sent once its last piece is (the pieces
+	// before it are done by then), or when it ends short of that.
+	isSent, isNetSent := false, false
+	netSent := func() {
+		if !isNetSent {
+			isNetSent = true
+			g.netSent.Done()
+		}
+	}
+	sent := func() {
+		netSent()
+		if !isSent {
+			isSent = true
+			g.sent.Done()
+		}
+	}
+	var done func(error)
+	if len(pieces) == 1 {
+		x := pieces[0]
+		data := (*buf)[x.pc.ReqStart : x.pc.ReqStart+x.pc.N]
+		done = func(err error) {
+			bufpool.Put(buf)
+			if err != nil {
+				err = fmt.Errorf("write [%d,+%d): %w", off, x.pc.N, err)
+				v.cfg.Log.Error("replicated vsd: an acknowledged write failed; the next flush reports it", "vsd", v.cfg.VSD, "err", err)
+			}
+			v.wb.end(g, len(p), err)
+		}
+		if early {
+			if a, ctx := v.startAsync(x.pc, x.ex, x.w, data, netSent, done); a != nil {
+				return func() { a.finishLocal(ctx, sent) }, nil
 			}
 		}
-		if len(pieces) == 1 {
+	}
+	return func() {
+		if done != nil {
 			x := pieces[0]
-			if v.writeAsync(x.pc, x.ex, x.w, (*buf)[x.pc.ReqStart:x.pc.ReqStart+x.pc.N], sent, func(err error) {
-				bufpool.Put(buf)
-				if err != nil {
-					err = fmt.Errorf("write [%d,+%d): %w", off, x.pc.N, err)
-					v.cfg.Log.Error("replicated vsd: an acknowledged write failed; the next flush reports it", "vsd", v.cfg.VSD, "err", err)
-				}
-				v.wb.end(g, len(p), err)
-			}) {
+			if v.writeAsync(x.pc, x.ex, x.w, (*buf)[x.pc.ReqStart:x.pc.ReqStart+x.pc.N], netSent, sent, done) {
 				return
 			}
 		}

@@ -336,3 +336,114 @@ func TestWriteDeferred(t *testing.T) {
 		t.Fatalf("read of a written-through WriteDeferred: %v", err)
 	}
 }
+
+// localHoldPool holds the writes of node1's own replica (the one outside
+// the network) while hold is set, reporting each on held; the other
+// nodes' replicas are the real chunk-service clients.
+type localHoldPool struct {
+	replvol.Pool
+	hold    atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (p *localHoldPool) Replica(node string) (replvol.Replica, error) {
+	r, err := p.Pool.Replica(node)
+	if err != nil || node != "node1" {
+		return r, err
+	}
+	return localHoldReplica{r, p}, nil
+}
+
+type localHoldReplica struct {
+	replvol.Replica
+	p *localHoldPool
+}
+
+func (r localHoldReplica) Write(ctx context.Context, disk chunkstore.ID, key chunkstore.ChunkKey, epoch uint64, st chunkstore.Stamp, off int64, p []byte, fua bool) error {
+	if r.p.hold.Load() {
+		r.p.held <- struct{}{}
+		<-r.p.release
+	}
+	return r.Replica.Write(ctx, disk, key, epoch, st, off, p, fua)
+}
+
+// syncSignal is a disk that reports every device sync on synced.
+type syncSignal struct {
+	chunkstore.Device
+	synced chan struct{}
+}
+
+func (d *syncSignal) Sync() error {
+	err := d.Device.Sync()
+	select {
+	case d.synced <- struct{}{}:
+	default:
+	}
+	return err
+}
+
+// TestFlushSyncsRemotesDuringLocalWrite: a Flush sends its Syncs to the
+// other nodes as soon as the write-back writes are on the wire, without
+// waiting for this node's own write of them (its Sync waits for that):
+// the remote replica syncs while the local write is still held, and when
+// Flush returns every disk has synced every write.
+func TestFlushSyncsRemotesDuringLocalWrite(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		probes  []*syncProbe
+		remotes = make(chan struct{}, 64)
+	)
+	c := loopcluster.ForTest(t, loopcluster.Config{Nodes: 3, DiskSize: 64 * mib, WrapDevice: func(node string, d chunkstore.Device) chunkstore.Device {
+		p := &syncProbe{Device: d, slow: &atomic.Bool{}}
+		mu.Lock()
+		probes = append(probes, p)
+		mu.Unlock()
+		if node == "node1" {
+			return p
+		}
+		return &syncSignal{Device: p, synced: remotes}
+	}})
+	h := &localHoldPool{Pool: c.Pool("node1"), held: make(chan struct{}, 1), release: make(chan struct{})}
+	v := openWith(t, replvol.Config{Pool: h, Epoch: 1, LocalNode: "node1", WriteBack: true})
+	ctx := context.Background()
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{1}, 8192), 0, true); err != nil { // place the extent
+		t.Fatal(err)
+	}
+	if err := v.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for len(remotes) > 0 {
+		<-remotes
+	}
+	h.hold.Store(true)
+	if err := v.WriteAt(ctx, bytes.Repeat([]byte{2}, 4096), 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	<-h.held // this node's write is in progress (held), the remote's sent
+	flushed := make(chan error, 1)
+	go func() { flushed <- v.Flush(ctx) }()
+	select {
+	case <-remotes:
+	case err := <-flushed:
+		t.Fatalf("flush returned (%v) while this node's write was held", err)
+	case <-time.After(10 * time.Second):
+		t.Error("no remote replica synced within 10 s while this node's write was held: the Flush waited for it first")
+	}
+	h.hold.Store(false)
+	close(h.release)
+	if err := <-flushed; err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, p := range probes {
+		if n := p.unsynced(); n != 0 {
+			t.Errorf("disk %d: %d completed writes not synced when Flush returned", i, n)
+		}
+	}
+	got := make([]byte, 4096)
+	if err := v.ReadAt(ctx, got, 4096); err != nil || got[0] != 2 {
+		t.Fatalf("read after flush: %v, byte %#x; want 0x02", err, got[0])
+	}
+}

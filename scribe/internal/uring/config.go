@@ -7,8 +7,9 @@ import (
 
 // Config configures New.
 type Config struct {
-	// Entries is the submission queue size, rounded up to a power of
-	// two, and the most requests in flight at once. Zero value: 128.
+	// Entries is the most requests in flight at once, rounded up to a
+	// power of two (the submission queue has twice as many entries, for
+	// the no-ops of pairs, see Ring.WriteAtBoth). Zero value: 128.
 	Entries uint32
 
 	// maxIO, if positive, caps the bytes of one submission, so tests

@@ -46,6 +46,20 @@
 //     signalled the eventfd or is seen there (the kernel's CQ tail store
 //     and its flag read are separated by a full barrier). With more in
 //     flight, callers park and the reaper delivers.
+//   - WriteAtBoth queues two writes and submits them in one
+//     io_uring_enter (one plug, one device notification), holding two
+//     slots; when they are the only requests in flight it waits in the
+//     kernel as a lone call does (the first wait delivers the second's
+//     completion too). It takes its second slot only if one is free at
+//     once (else the two go one after the other), so pairs never wait
+//     for a slot while holding one. A third entry goes with them, a
+//     no-op that posts no completion (IOSQE_CQE_SKIP_SUCCESS, Linux
+//     5.17): the kernel plugs the block layer only for a submission of
+//     more than two entries, and without the plug each write notifies
+//     the device on its own (on a virtio disk a VM exit each). The
+//     submission queue has twice as many entries as there are slots,
+//     so the slots' entries and a no-op per pair always fit; no-ops
+//     hold no slot and their user_data (noSlot) is never delivered.
 //   - Submissions are raw system calls (syscall.RawSyscall6: the runtime
 //     is not told), and so is a lone read's or write's first wait, for
 //     at most 1 ms (IORING_ENTER_EXT_ARG, Linux 5.11; without it, only

@@ -19,9 +19,10 @@ import (
 const (
 	setupClamp = 1 << 4 // IORING_SETUP_CLAMP
 
-	featSingleMmap = 1 << 0 // IORING_FEAT_SINGLE_MMAP
-	featRWCurPos   = 1 << 3 // IORING_FEAT_RW_CUR_POS: 5.6, with OP_READ/WRITE
-	featExtArg     = 1 << 8 // IORING_FEAT_EXT_ARG: 5.11
+	featSingleMmap = 1 << 0  // IORING_FEAT_SINGLE_MMAP
+	featRWCurPos   = 1 << 3  // IORING_FEAT_RW_CUR_POS: 5.6, with OP_READ/WRITE
+	featExtArg     = 1 << 8  // IORING_FEAT_EXT_ARG: 5.11
+	featCQESkip    = 1 << 11 // IORING_FEAT_CQE_SKIP: 5.17
 
 	offSQRing = 0          // IORING_OFF_SQ_RING
 	offSQEs   = 0x10000000 // IORING_OFF_SQES
@@ -33,11 +34,18 @@ const (
 
 	cqEventfdDisabled = 1 // IORING_CQ_EVENTFD_DISABLED
 
+	opNop   = 0  // IORING_OP_NOP
 	opFsync = 3  // IORING_OP_FSYNC
 	opRead  = 22 // IORING_OP_READ
 	opWrite = 23 // IORING_OP_WRITE
 
 	fsyncDatasync = 1 // IORING_FSYNC_DATASYNC
+
+	sqeCQESkipSuccess = 1 << 6 // IOSQE_CQE_SKIP_SUCCESS
+
+	// noSlot is the user_data of an entry no slot waits for (the no-op
+	// of a pair, see WriteAtBoth).
+	noSlot = ^uint64(0)
 )
 
 type sqringOffsets struct {
@@ -129,6 +137,9 @@ type Ring struct {
 	// timespec it points to, kept here so it stays alive.
 	rawArg *getEventsArg
 	rawTS  *timespec
+	// plugNop: a pair of writes is submitted with a no-op that posts
+	// no completion (IORING_FEAT_CQE_SKIP), see WriteAtBoth.
+	plugNop bool
 
 	efd    *os.File // eventfd the kernel signals on completions
 	reaper sync.WaitGroup
@@ -159,7 +170,9 @@ func New(cfg Config) (*Ring, error) {
 	cfg = cfg.withDefaults()
 	var p params
 	p.flags = setupClamp
-	fd, _, errno := syscall.Syscall(unix.SYS_IO_URING_SETUP, uintptr(cfg.Entries), uintptr(unsafe.Pointer(&p)), 0)
+	// Twice the slots: room for the no-op of every pair in flight (see
+	// WriteAtBoth) next to an entry per slot.
+	fd, _, errno := syscall.Syscall(unix.SYS_IO_URING_SETUP, uintptr(2*cfg.Entries), uintptr(unsafe.Pointer(&p)), 0)
 	if errno != 0 {
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)
 	}
@@ -198,6 +211,7 @@ func (r *Ring) setup(p *params, rawWait time.Duration) error {
 	if p.cqOff.flags != 0 {
 		r.cqFlags = u32At(r.rings, p.cqOff.flags)
 	}
+	r.plugNop = p.features&featCQESkip != 0
 	if p.features&featExtArg != 0 {
 		r.rawTS = &timespec{sec: int64(rawWait / time.Second), nsec: int64(rawWait % time.Second)}
 		r.rawArg = &getEventsArg{ts: uint64(uintptr(unsafe.Pointer(r.rawTS)))}
@@ -214,8 +228,8 @@ func (r *Ring) setup(p *params, rawWait time.Duration) error {
 		return fmt.Errorf("io_uring register eventfd: %w", errno)
 	}
 
-	r.slots = make([]slot, p.sqEntries)
-	r.free = make(chan uint32, p.sqEntries)
+	r.slots = make([]slot, p.sqEntries/2)
+	r.free = make(chan uint32, len(r.slots))
 	for i := range r.slots {
 		r.slots[i].done = make(chan int32, 1)
 		r.free <- uint32(i)
@@ -260,10 +274,10 @@ func (r *Ring) Fdatasync(fd int) error {
 	}
 	defer r.release(id)
 	for {
-		r.submit(id, sqe{opcode: opFsync, fd: int32(fd), opFlags: fsyncDatasync}, nil)
+		r.submit(id, sqe{opcode: opFsync, fd: int32(fd), opFlags: fsyncDatasync}, nil, 1)
 		// Not a raw wait: a sync takes milliseconds, too long to keep
 		// the P.
-		res := r.wait(id, false)
+		res := r.wait(id, false, 1)
 		if res == -int32(syscall.EINTR) || res == -int32(syscall.EAGAIN) {
 			continue
 		}
@@ -286,27 +300,108 @@ func (r *Ring) transfer(op uint8, fd int, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer r.release(id)
-	n := 0
+	return r.run(id, op, fd, p, off, 0, 1)
+}
+
+// run transfers p[n:] on slot id until all of p is done or it fails;
+// mine is how many slots the caller holds (see wait).
+func (r *Ring) run(id uint32, op uint8, fd int, p []byte, off int64, n int, mine int32) (int, error) {
 	for n < len(p) {
 		b := p[n:min(len(p), n+r.maxIO)]
 		r.submit(id, sqe{
 			opcode: op, fd: int32(fd), off: uint64(off) + uint64(n),
 			addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b)))), len: uint32(len(b)),
-		}, b)
-		res := r.wait(id, true)
-		switch {
-		case res == -int32(syscall.EINTR) || res == -int32(syscall.EAGAIN):
-			continue
-		case res < 0:
-			return n, syscall.Errno(-res)
-		case res == 0 && op == opRead:
-			return n, io.EOF
-		case res == 0:
-			return n, io.ErrShortWrite
+		}, b, mine)
+		var err error
+		if n, err = step(op, n, r.wait(id, true, mine)); err != nil {
+			return n, err
 		}
-		n += int(res)
 	}
 	return n, nil
+}
+
+// step accounts for one completion res of a transfer that had done n
+// bytes: the new count, or the error that ends it (-EINTR and -EAGAIN
+// are not errors: the rest is submitted again).
+func step(op uint8, n int, res int32) (int, error) {
+	switch {
+	case res == -int32(syscall.EINTR) || res == -int32(syscall.EAGAIN):
+		return n, nil
+	case res < 0:
+		return n, syscall.Errno(-res)
+	case res == 0 && op == opRead:
+		return n, io.EOF
+	case res == 0:
+		return n, io.ErrShortWrite
+	}
+	return n + int(res), nil
+}
+
+// WriteAtBoth writes p at pOff and q at qOff of file descriptor fd,
+// both submitted in one io_uring_enter (one block-layer plug, one
+// device notification), and returns once both are done, with each
+// one's error: two writes for the latency of about one. They may reach
+// the device in either order. When no second slot is free it writes
+// them one after the other.
+func (r *Ring) WriteAtBoth(fd int, p []byte, pOff int64, q []byte, qOff int64) (pErr, qErr error) {
+	if pOff < 0 || qOff < 0 || len(p) == 0 || len(q) == 0 {
+		_, pErr = r.WriteAt(fd, p, pOff)
+		_, qErr = r.WriteAt(fd, q, qOff)
+		return pErr, qErr
+	}
+	a, err := r.acquire()
+	if err != nil {
+		return err, err
+	}
+	var b uint32
+	select {
+	case b = <-r.free:
+		r.inflight.Add(1)
+	default:
+		// Every other slot is taken: waiting for one while holding a
+		// could deadlock with other pairs, so go one after the other.
+		_, pErr = r.run(a, opWrite, fd, p, pOff, 0, 1)
+		r.release(a)
+		_, qErr = r.WriteAt(fd, q, qOff)
+		return pErr, qErr
+	}
+	ids, bufs, offs := [2]uint32{a, b}, [2][]byte{p, q}, [2]int64{pOff, qOff}
+	r.mu.Lock()
+	for i := range ids {
+		c := bufs[i][:min(len(bufs[i]), r.maxIO)]
+		r.queueLocked(ids[i], sqe{
+			opcode: opWrite, fd: int32(fd), off: uint64(offs[i]),
+			addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(c)))), len: uint32(len(c)),
+		}, c)
+	}
+	if r.plugNop {
+		// The kernel plugs the block layer only for a submission of
+		// more than two entries (io_submit_state_start): without it
+		// each write goes to the device on its own, two notifications
+		// (on a virtio disk two VM exits, ~30 µs each here). A third
+		// entry, a no-op that posts no completion, gets the plug. It
+		// holds no slot: the submission queue has twice as many entries
+		// as slots, so the slots' entries and one no-op per pair (two
+		// slots) always fit.
+		r.queueRawLocked(sqe{opcode: opNop, flags: sqeCQESkipSuccess, userData: noSlot})
+	}
+	r.submitLocked(2)
+	var res [2]int32
+	for i := range ids {
+		res[i] = r.wait(ids[i], true, 2)
+	}
+	var errs [2]error
+	held := int32(2)
+	for i := range ids {
+		n, err := step(opWrite, 0, res[i])
+		if err == nil && n < len(bufs[i]) {
+			_, err = r.run(ids[i], opWrite, fd, bufs[i], offs[i], n, held)
+		}
+		errs[i] = err
+		r.release(ids[i])
+		held--
+	}
+	return errs[0], errs[1]
 }
 
 // acquire takes a free slot, waiting while all are in flight.
@@ -331,21 +426,40 @@ func (r *Ring) release(id uint32) {
 }
 
 // submit queues e for slot id (whose buffer is buf) and, unless someone
-// is already in io_uring_enter, submits everything queued.
-func (r *Ring) submit(id uint32, e sqe, buf []byte) {
-	e.userData = uint64(id)
+// is already in io_uring_enter, submits everything queued; mine is how
+// many slots the caller holds.
+func (r *Ring) submit(id uint32, e sqe, buf []byte, mine int32) {
 	r.mu.Lock()
+	r.queueLocked(id, e, buf)
+	r.submitLocked(mine)
+}
+
+// queueLocked puts e for slot id in the submission queue; mu is held.
+func (r *Ring) queueLocked(id uint32, e sqe, buf []byte) {
+	e.userData = uint64(id)
 	r.slots[id].buf = buf
+	r.queueRawLocked(e)
+}
+
+// queueRawLocked puts e in the submission queue as it is; mu is held.
+// An entry without a slot (user_data noSlot) must post no completion:
+// the completion queue has room for the slots' only.
+func (r *Ring) queueRawLocked(e sqe) {
 	r.sqes[r.tail&r.sqMask] = e
 	r.tail++
 	atomic.StoreUint32(r.sqTail, r.tail)
 	r.pending++
+}
+
+// submitLocked submits everything queued unless someone is already in
+// io_uring_enter, and unlocks mu; the caller holds mine slots.
+func (r *Ring) submitLocked(mine int32) {
 	if r.submitting {
 		r.mu.Unlock()
 		return
 	}
 	r.submitting = true
-	if r.inflight.Load() > 1 {
+	if r.inflight.Load() > mine {
 		// Others are in flight, so more entries may be on their way:
 		// let the goroutines ready to run queue theirs first (they see
 		// submitting and leave the system call to this one), so one
@@ -406,16 +520,19 @@ func (r *Ring) failQueued(err error) {
 	}
 	head := atomic.LoadUint32(r.sqHead)
 	for i := head; i != r.tail; i++ {
-		r.slots[r.sqes[i&r.sqMask].userData].done <- res
+		if id := r.sqes[i&r.sqMask].userData; id < uint64(len(r.slots)) {
+			r.slots[id].done <- res
+		}
 	}
 	r.tail = head
 	atomic.StoreUint32(r.sqTail, r.tail)
 	r.pending = 0
 }
 
-// wait returns the result of slot id's completion.
+// wait returns the result of slot id's completion; the caller holds
+// mine slots (id among them).
 //
-// The only request in flight waits in io_uring_enter, holding cqMu so
+// A call whose requests are the only ones in flight waits in io_uring_enter, holding cqMu so
 // no one else can take its completion from the CQ ring first, with the
 // eventfd off so the reaper is not woken as well: the kernel completes
 // a request on the thread that submitted it, most often this one, so a
@@ -428,9 +545,9 @@ func (r *Ring) failQueued(err error) {
 // device) it waits in blocking system calls, so the runtime can hand
 // the P to other goroutines (without raw, it waits only so). Anything
 // else parks on its channel.
-func (r *Ring) wait(id uint32, raw bool) int32 {
+func (r *Ring) wait(id uint32, raw bool, mine int32) int32 {
 	done := r.slots[id].done
-	if r.inflight.Load() != 1 || r.cqFlags == nil || !r.cqMu.TryLock() {
+	if r.inflight.Load() != mine || r.cqFlags == nil || !r.cqMu.TryLock() {
 		if r.cqMu.TryLock() { // a completion may be there already
 			r.drain()
 			r.cqMu.Unlock()

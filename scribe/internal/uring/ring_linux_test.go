@@ -77,8 +77,8 @@ func TestABISizes(t *testing.T) {
 }
 
 // TestConcurrentRandomOps has many more goroutines than ring entries
-// (or just two) doing random reads and writes (each in its own blocks)
-// and compares every read, and the file at the end, with a model.
+// (or just two) doing random reads, writes and pairs of writes
+// (WriteAtBoth; each goroutine in its own blocks) and compares every read, and the file at the end, with a model.
 func TestConcurrentRandomOps(t *testing.T) {
 	sd := seed(t)
 	const (
@@ -135,7 +135,14 @@ func TestConcurrentRandomOps(t *testing.T) {
 							for j := range p {
 								p[j] = byte(rnd.Uint32())
 							}
-							if got, err := r.WriteAt(int(f.Fd()), p, off); err != nil || got != n {
+							if k := rnd.IntN(n / block); k > 0 {
+								// Two pieces as one pair, the second first.
+								e2, e1 := r.WriteAtBoth(int(f.Fd()), p[k*block:], off+int64(k*block), p[:k*block], off)
+								if e1 != nil || e2 != nil {
+									errs <- errors.New("write pair " + strconv.Itoa(i) + ": " + errString(errors.Join(e1, e2)))
+									return
+								}
+							} else if got, err := r.WriteAt(int(f.Fd()), p, off); err != nil || got != n {
 								errs <- errors.New("write " + strconv.Itoa(i) + ": " + errString(err))
 								return
 							}

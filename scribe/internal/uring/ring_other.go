@@ -14,6 +14,11 @@ func (*Ring) ReadAt(int, []byte, int64) (int, error) { return 0, ErrUnsupported 
 // WriteAt returns ErrUnsupported.
 func (*Ring) WriteAt(int, []byte, int64) (int, error) { return 0, ErrUnsupported }
 
+// WriteAtBoth returns ErrUnsupported twice.
+func (*Ring) WriteAtBoth(int, []byte, int64, []byte, int64) (error, error) {
+	return ErrUnsupported, ErrUnsupported
+}
+
 // Fdatasync returns ErrUnsupported.
 func (*Ring) Fdatasync(int) error { return ErrUnsupported }
 
