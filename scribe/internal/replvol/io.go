@@ -315,16 +315,6 @@ type asyncWrite struct {
 	errBuf [chunkstore.MaxMembers]error
 	reps   []loc
 	errs   []error
-
-	// Between startAsync and finishLocal: the replicas, the network
-	// ones' pending responses, which one is this node's (-1: none), and
-	// what its write needs.
-	rs    [chunkstore.MaxMembers]Replica
-	pend  [chunkstore.MaxMembers]chunksvc.Pending
-	local int
-	key   chunkstore.ChunkKey
-	st    chunkstore.Stamp
-	data  []byte
 }
 
 // writeAsync is writePiece (without FUA, under v.bg) for a write-back
@@ -346,50 +336,43 @@ type asyncWrite struct {
 // The fan workers are not stopped while the write is held (Close drains
 // write-back writes first), so the hand-off never runs on the reader.
 func (v *Volume) writeAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, netSent, sent func(), done func(error)) bool {
-	a, ctx := v.startAsync(pc, ex, w, data, netSent, done)
-	if a == nil {
-		return false
-	}
-	a.finishLocal(ctx, sent)
-	return true
-}
-
-// startAsync is writeAsync's first half: it sends the network replicas'
-// requests and calls netSent; finishLocal, given the context returned
-// (the write's timeout), does the rest. It returns nil, having done
-// nothing, when writeAsync would report false.
-func (v *Volume) startAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data []byte, netSent func(), done func(error)) (*asyncWrite, context.Context) {
 	ex.mu.RLock()
 	if ex.unavailable || !ex.present || len(ex.replicas) > chunkstore.MaxMembers {
 		ex.mu.RUnlock()
-		return nil, nil
+		return false
 	}
-	a := &asyncWrite{v: v, pc: pc, ex: ex, w: w, done: done, local: -1, data: data}
+	a := &asyncWrite{v: v, pc: pc, ex: ex, w: w, done: done}
 	a.reps = append(a.repBuf[:0], ex.replicas...)
 	a.errs = a.errBuf[:len(a.reps)]
+	var (
+		rsBuf   [chunkstore.MaxMembers]Replica
+		pendBuf [chunkstore.MaxMembers]chunksvc.Pending
+	)
+	rs, pend := rsBuf[:len(a.reps)], pendBuf[:len(a.reps)]
+	local := -1
 	for i, l := range a.reps {
 		r, err := v.cfg.Pool.Replica(l.node)
 		if err != nil {
 			ex.mu.RUnlock()
-			return nil, nil
+			return false
 		}
 		if _, ok := r.(*chunksvc.Client); !ok {
-			if a.local >= 0 {
+			if local >= 0 {
 				ex.mu.RUnlock()
-				return nil, nil
+				return false
 			}
-			a.local = i
+			local = i
 		}
-		a.rs[i] = r
+		rs[i] = r
 	}
-	a.st = ex.stamp()
+	st := ex.stamp()
 	var ctx context.Context
 	ctx, a.cancel = v.timeout(v.bg)
-	a.key = v.key(pc.Extent)
+	key := v.key(pc.Extent)
 	a.left.Store(int32(len(a.reps)))
 	for i, l := range a.reps {
-		if i != a.local {
-			a.pend[i] = a.rs[i].(*chunksvc.Client).StartWrite(ctx, l.disk, a.key, v.cfg.Epoch, a.st, pc.Off, data, false)
+		if i != local {
+			pend[i] = rs[i].(*chunksvc.Client).StartWrite(ctx, l.disk, key, v.cfg.Epoch, st, pc.Off, data, false)
 		}
 	}
 	// Marked once sent: a Flush that takes a mark syncs after the write
@@ -397,21 +380,14 @@ func (v *Volume) startAsync(pc chunkstore.Span, ex *extent, w *rangeWrite, data 
 	// Flush that took the first mark and synced before it).
 	v.markSent(a.reps)
 	netSent()
-	return a, ctx
-}
-
-// finishLocal is writeAsync's second half: this node's write, sent, and
-// the outcomes handed to arrive.
-func (a *asyncWrite) finishLocal(ctx context.Context, sent func()) {
-	v, local := a.v, a.local
 	if local >= 0 {
-		a.errs[local] = a.rs[local].Write(ctx, a.reps[local].disk, a.key, v.cfg.Epoch, a.st, a.pc.Off, a.data, false)
+		a.errs[local] = rs[local].Write(ctx, a.reps[local].disk, key, v.cfg.Epoch, st, pc.Off, data, false)
 		v.markSent(a.reps[local : local+1])
 	}
 	sent()
 	for i := range a.reps {
 		if i != local {
-			a.pend[i].Then(ctx, func(err error) {
+			pend[i].Then(ctx, func(err error) {
 				a.errs[i] = err
 				a.arrive()
 			})
@@ -420,6 +396,7 @@ func (a *asyncWrite) finishLocal(ctx context.Context, sent func()) {
 	if local >= 0 {
 		a.arrive()
 	}
+	return true
 }
 
 // arrive counts one outcome in; the last completes the write.

@@ -146,7 +146,7 @@ func (w *writeBack) drain() {
 // (so later reads, writes and zeroes of those blocks come after it) and
 // hands it to a fan worker. A failure is reported by the next Flush.
 func (v *Volume) writeBehind(p []byte, off int64, ps []chunkstore.Span) error {
-	rest, err := v.holdWrite(p, off, ps, true)
+	rest, err := v.holdWrite(p, off, ps)
 	if err != nil {
 		return err
 	}
@@ -168,19 +168,13 @@ func (v *Volume) WriteDeferred(ctx context.Context, p []byte, off int64) (rest f
 	if err != nil {
 		return nil, err
 	}
-	return v.holdWrite(p, off, ps, false)
+	return v.holdWrite(p, off, ps)
 }
 
 // holdWrite is writeBehind but for the hand-off: it returns the work
 // left, which reports its outcome to the write-back group it was counted
 // in.
-//
-// With early, a write of one piece sends its network replicas' requests
-// before holdWrite returns (the rest, this node's write, is left to the
-// work returned): at queue depth 1 (writeBehind) the other node gets the
-// write before the reply to the client, instead of once a fan worker is
-// scheduled, which on a busy machine came after the client's FLUSH.
-func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span, early bool) (func(), error) {
+func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span) (func(), error) {
 	g, err := v.wb.begin(len(p))
 	if err != nil {
 		return nil, err
@@ -206,44 +200,33 @@ func (v *Volume) holdWrite(p []byte, off int64, ps []chunkstore.Span, early bool
 	}
 	buf := bufpool.Get(len(p))
 	copy(*buf, p)
-	// The write counts as sent once its last piece is (the pieces
-	// before it are done by then), or when it ends short of that.
-	isSent, isNetSent := false, false
-	netSent := func() {
-		if !isNetSent {
-			isNetSent = true
-			g.netSent.Done()
-		}
-	}
-	sent := func() {
-		netSent()
-		if !isSent {
-			isSent = true
-			g.sent.Done()
-		}
-	}
-	var done func(error)
-	if len(pieces) == 1 {
-		x := pieces[0]
-		data := (*buf)[x.pc.ReqStart : x.pc.ReqStart+x.pc.N]
-		done = func(err error) {
-			bufpool.Put(buf)
-			if err != nil {
-				err = fmt.Errorf("write [%d,+%d): %w", off, x.pc.N, err)
-				v.cfg.Log.Error("replicated vsd: an acknowledged write failed; the next flush reports it", "vsd", v.cfg.VSD, "err", err)
-			}
-			v.wb.end(g, len(p), err)
-		}
-		if early {
-			if a, ctx := v.startAsync(x.pc, x.ex, x.w, data, netSent, done); a != nil {
-				return func() { a.finishLocal(ctx, sent) }, nil
-			}
-		}
-	}
 	return func() {
-		if done != nil {
+		// The write counts as sent once its last piece is (the pieces
+		// before it are done by then), or when it ends short of that.
+		isSent, isNetSent := false, false
+		netSent := func() {
+			if !isNetSent {
+				isNetSent = true
+				g.netSent.Done()
+			}
+		}
+		sent := func() {
+			netSent()
+			if !isSent {
+				isSent = true
+				g.sent.Done()
+			}
+		}
+		if len(pieces) == 1 {
 			x := pieces[0]
-			if v.writeAsync(x.pc, x.ex, x.w, (*buf)[x.pc.ReqStart:x.pc.ReqStart+x.pc.N], netSent, sent, done) {
+			if v.writeAsync(x.pc, x.ex, x.w, (*buf)[x.pc.ReqStart:x.pc.ReqStart+x.pc.N], netSent, sent, func(err error) {
+				bufpool.Put(buf)
+				if err != nil {
+					err = fmt.Errorf("write [%d,+%d): %w", off, x.pc.N, err)
+					v.cfg.Log.Error("replicated vsd: an acknowledged write failed; the next flush reports it", "vsd", v.cfg.VSD, "err", err)
+				}
+				v.wb.end(g, len(p), err)
+			}) {
 				return
 			}
 		}
