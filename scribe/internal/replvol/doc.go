@@ -72,10 +72,8 @@
 // bookkeeping and hands failures (drops wait for the network) to a fan-out
 // worker. WriteDeferred (nbd.DeferredWriter) leaves taking a write-back
 // write to the replicas to the NBD worker that answered it; a write-back
-// WriteAt (queue depth 1, the session's reader) sends the network
-// replicas' requests itself (startAsync), taking the extent's lock shared
-// there, and leaves this node's write (finishLocal) to a fan-out worker.
-// Flush sends its Syncs to other nodes once the write-back writes are
+// WriteAt (queue depth 1, the session's reader) hands it to a fan-out
+// worker. Flush sends its Syncs to other nodes once the write-back writes are
 // sent (wbGroup.netSent); this node's Sync waits until its own writes of
 // them are done (wbGroup.sent).
 //
